@@ -1,0 +1,31 @@
+#pragma once
+// Our own GEMM: C[M x N] = alpha * op(A)[M x K] * op(B)[K x N] + beta * C, row-major.
+// op(X) is X or X^T. Leading dimensions are in elements. When beta == 0, C is write-only:
+// it is never read, so it may hold garbage (NaN included) from at::empty.
+// The call parallelises internally with OpenMP over disjoint blocks of C, so results are
+// deterministic for a given thread count.
+#include <cstdint>
+#include <string>
+
+namespace cnnext::cpu {
+
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+// The best ISA this machine supports, narrowed by the CNNEXT_ISA environment variable
+// ("avx512", "avx2", "portable") when set.
+Isa active_isa();
+// What the machine itself supports (ignores CNNEXT_ISA).
+Isa best_supported_isa();
+Isa parse_isa(const std::string& name);  // "auto" gives active_isa()
+const char* isa_name(Isa isa);
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// Same, with the ISA forced (tests use this to cover every micro-kernel path).
+template <typename T>
+void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+              const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+}  // namespace cnnext::cpu

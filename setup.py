@@ -1,0 +1,64 @@
+"""Builds cnnext._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc is found.
+
+Environment:
+  CNNEXT_SANITIZE=1   compile with AddressSanitizer + UndefinedBehaviorSanitizer (make test-asan)
+  CNNEXT_NO_CUDA=1    skip the CUDA sources even where they could be built
+  CNNEXT_DEBUG=1      -O0 -g
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def _flag(name):
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def _extension():
+    import torch
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    cpu_sources = sorted(
+        os.path.relpath(p, here)
+        for p in glob.glob(os.path.join(here, "csrc", "**", "*.cpp"), recursive=True)
+        if os.sep + "cuda" + os.sep not in p
+    )
+    cuda_sources = sorted(
+        os.path.relpath(p, here) for p in glob.glob(os.path.join(here, "csrc", "cuda", "*.cu"))
+    )
+    with_cuda = (
+        not _flag("CNNEXT_NO_CUDA")
+        and torch.version.cuda is not None
+        and CUDA_HOME is not None
+        and bool(cuda_sources)
+    )
+    opt = ["-O0", "-g"] if _flag("CNNEXT_DEBUG") else ["-O3"]
+    # No -march=native: SIMD kernels pick their ISA at run time (function target attributes).
+    cxx = opt + ["-fopenmp", "-std=c++17", "-Wall", "-Wno-unknown-pragmas"]
+    link = ["-fopenmp"]
+    if _flag("CNNEXT_SANITIZE"):
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+        cxx += san + ["-g"]
+        link += san
+    define_macros = [("WITH_CUDA", None)] if with_cuda else []
+    if with_cuda:
+        nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        return CUDAExtension(
+            "cnnext._C",
+            cpu_sources + cuda_sources,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=link,
+            define_macros=define_macros,
+        )
+    return CppExtension(
+        "cnnext._C", cpu_sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
+    )
+
+
+setup(
+    packages=find_packages(include=["cnnext", "cnnext.*"]),
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
