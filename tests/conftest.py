@@ -1,0 +1,33 @@
+"""Shared test configuration: devices, per-dtype tolerances (stated here, once), seeding."""
+import pytest
+import torch
+
+import cnnext  # noqa: F401  (registers the operators)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+# Tolerances against torch, per dtype. float32 differs from torch only by summation order;
+# half types on CUDA accumulate in float32 but round inputs/outputs.
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-10, atol=1e-10),
+    torch.float32: dict(rtol=1e-4, atol=1e-4),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+    torch.bfloat16: dict(rtol=4e-2, atol=4e-2),
+}
+
+
+def assert_close(actual, expected, dtype=None, **override):
+    """torch.testing.assert_close with the project's tolerance for the dtype."""
+    tol = dict(TOLERANCES[dtype or expected.dtype])
+    tol.update(override)
+    torch.testing.assert_close(actual, expected, **tol)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
