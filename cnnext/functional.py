@@ -25,6 +25,8 @@ _CPU_COMPUTE_DTYPE = {
     torch.complex128: torch.complex128,
 }
 _NATIVE = (torch.float32, torch.float64)
+# torch's dilated CPU conv (slow_conv_dilated) has no variant for these; it raises.
+_NO_DILATED_CONV = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def _batched(input, op, dims=3):
@@ -78,6 +80,12 @@ def _conv2d_any_dtype(input, weight, bias, *params):
     compute = _CPU_COMPUTE_DTYPE.get(dtype)
     if compute is None:
         raise NotImplementedError(f"cnnext.conv2d: \"conv2d\" not implemented for '{dtype}'")
+    dilation = params[2]
+    if dtype in _NO_DILATED_CONV and any(d != 1 for d in dilation):
+        raise NotImplementedError(
+            f"cnnext.conv2d: dilated conv2d (dilation={list(dilation)}) not implemented for "
+            f"'{dtype}' (torch's CPU kernel has no such variant)"
+        )
     input, weight = input.to(compute), weight.to(compute)
     bias = bias.to(compute) if bias is not None else None
     if compute.is_complex:
