@@ -1,15 +1,32 @@
 """torch.nn.functional-compatible functions backed by the cnnext operators."""
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
 
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
-from ._args import pair
+from ._args import integer, pair
 
 _cnnext = torch.ops.cnnext
 
-# Dtypes computed in float32 on the CPU (torch supports them there; our CPU kernels are
-# float32/float64), cast back after.
-_CPU_UPCAST = (torch.float16, torch.bfloat16)
+# Dtypes torch's CPU conv2d accepts that our CPU kernels (float32/float64) do not, and the
+# dtype each is computed in. Half types accumulate in float32 as torch does. Integer convs are
+# computed in float64 and wrapped back through int64, which reproduces torch's modular integer
+# arithmetic exactly while every partial sum stays below 2**53.
+_CPU_COMPUTE_DTYPE = {
+    torch.float16: torch.float32,
+    torch.bfloat16: torch.float32,
+    torch.uint8: torch.float64,
+    torch.int8: torch.float64,
+    torch.int16: torch.float64,
+    torch.int32: torch.float64,
+    torch.int64: torch.float64,
+    torch.complex32: torch.complex64,
+    torch.complex64: torch.complex64,
+    torch.complex128: torch.complex128,
+}
+_NATIVE = (torch.float32, torch.float64)
+# torch's dilated CPU conv (slow_conv_dilated) has no variant for these; it raises.
+_NO_DILATED_CONV = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def _batched(input, op, dims=3):
@@ -19,6 +36,14 @@ def _batched(input, op, dims=3):
             f"but got input of size: {list(input.shape)}"
         )
     return input.dim() == dims
+
+
+def _check_tensors(input, weight, bias):
+    for name, value in (("input", input), ("weight", weight)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"cnnext.conv2d: {name} must be a Tensor, got {type(value).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"cnnext.conv2d: bias must be a Tensor or None, got {type(bias).__name__}")
 
 
 def _same_padding(input, weight, stride, dilation):
@@ -34,8 +59,55 @@ def _same_padding(input, weight, stride, dilation):
     return input, tuple(left)
 
 
+def _complex_conv2d(input, weight, bias, *params):
+    """Complex convolution from real ones, (a + ib)(c + id) = (ac - bd) + i(ad + bc), as torch
+    does; autograd through .real/.imag gives torch's complex gradients."""
+    def conv(x, w):
+        return _cnnext.conv2d(x, w, None, *params)
+
+    xr, xi, wr, wi = input.real, input.imag, weight.real, weight.imag
+    out = torch.complex(conv(xr, wr) - conv(xi, wi), conv(xr, wi) + conv(xi, wr))
+    return out if bias is None else out + bias.view(-1, 1, 1)
+
+
+def _conv2d_any_dtype(input, weight, bias, *params):
+    dtype = input.dtype
+    same_dtypes = weight.dtype == dtype and (bias is None or bias.dtype == dtype)
+    if dtype in _NATIVE or not same_dtypes or input.device.type != "cpu":
+        # Mismatched dtypes and other devices go straight to the operator, which raises
+        # torch's error (or, on CUDA, computes the dtype natively).
+        return _cnnext.conv2d(input, weight, bias, *params)
+    compute = _CPU_COMPUTE_DTYPE.get(dtype)
+    if compute is None:
+        raise NotImplementedError(f"cnnext.conv2d: \"conv2d\" not implemented for '{dtype}'")
+    dilation = params[2]
+    if dtype in _NO_DILATED_CONV and any(d != 1 for d in dilation):
+        raise NotImplementedError(
+            f"cnnext.conv2d: dilated conv2d (dilation={list(dilation)}) not implemented for "
+            f"'{dtype}' (torch's CPU kernel has no such variant)"
+        )
+    input, weight = input.to(compute), weight.to(compute)
+    bias = bias.to(compute) if bias is not None else None
+    if compute.is_complex:
+        out = _complex_conv2d(input, weight, bias, *params)
+    else:
+        out = _cnnext.conv2d(input, weight, bias, *params)
+    if not dtype.is_floating_point and not dtype.is_complex:
+        out = out.round().to(torch.int64)  # exact integers; the cast below wraps like torch
+    return out.to(dtype)
+
+
+def _channels_last(t):
+    """t in the channels_last layout torch's kernels give, strides of size-1 dims included."""
+    n, c, h, w = t.shape
+    if t.numel() == 0 or t.stride() == (c * h * w, 1, w * c, c):
+        return t
+    return t.clone(memory_format=torch.channels_last)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Same signature and semantics as torch.nn.functional.conv2d."""
+    _check_tensors(input, weight, bias)
     unbatched = _batched(input, "conv2d")
     if weight.dim() != 4:
         raise RuntimeError(
@@ -44,8 +116,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         )
     stride = pair(stride, "stride")
     dilation = pair(dilation, "dilation")
+    groups = integer(groups, "groups")
     if unbatched:
         input = input.unsqueeze(0)
+    in_format = suggest_memory_format(input)
     if isinstance(padding, str):
         if padding == "valid":
             padding = (0, 0)
@@ -55,20 +129,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             raise RuntimeError(f"cnnext.conv2d: Invalid padding string: '{padding}'")
     else:
         padding = pair(padding, "padding")
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"cnnext.conv2d: groups must be an int, got {groups!r}")
 
-    dtype = input.dtype
-    upcast = (
-        input.device.type == "cpu"
-        and dtype in _CPU_UPCAST
-        and weight.dtype == dtype
-        and (bias is None or bias.dtype == dtype)
-    )
-    if upcast:
-        input, weight = input.float(), weight.float()
-        bias = bias.float() if bias is not None else None
-    out = _cnnext.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    if upcast:
-        out = out.to(dtype)
+    out = _conv2d_any_dtype(input, weight, bias, stride, padding, dilation, groups)
+    if input.shape[1] == 0:
+        # torch gives a zero-channel output when the input has no channels (its "empty"
+        # convolution path), whatever the weight's out_channels.
+        out = out[:, :0].clone(memory_format=torch.contiguous_format)
+    elif torch.channels_last in (in_format, suggest_memory_format(weight)):
+        # torch's CPU conv2d returns channels_last when the input or the weight is.
+        out = _channels_last(out)
     return out.squeeze(0) if unbatched else out

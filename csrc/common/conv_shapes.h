@@ -104,6 +104,13 @@ inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& we
               "cnnext.conv2d: Calculated padded input size per channel: (", padded_h, " x ",
               padded_w, "). Kernel size: (", eff_kh, " x ", eff_kw,
               "). Kernel size can't be greater than actual input size");
+  // torch computes a conv over an empty image only when the batch or the channels are empty.
+  TORCH_CHECK(g.batch == 0 || g.in_channels == 0 || (g.in_h > 0 && g.in_w > 0),
+              "cnnext.conv2d: Only zero batch or zero channel inputs are supported, but got "
+              "input shape: ", input.sizes());
+  TORCH_CHECK(g.kernel_h > 0 && g.kernel_w > 0,
+              "cnnext.conv2d: kernel size should be greater than zero, but got kernel_height: ",
+              g.kernel_h, " kernel_width: ", g.kernel_w, " (weight of size ", weight.sizes(), ")");
   g.out_h = conv_output_size(g.in_h, g.kernel_h, p.stride[0], p.padding[0], p.dilation[0]);
   g.out_w = conv_output_size(g.in_w, g.kernel_w, p.stride[1], p.padding[1], p.dilation[1]);
   // Guard the products the kernels form: every element count must fit in int64.
