@@ -2,6 +2,16 @@
 from . import functional, ops
 from .convert import convert
 from .nn import Conv2d
+from .nn import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 
-__all__ = ["Conv2d", "convert", "functional", "ops"]
+__all__ = [
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "AvgPool2d",
+    "Conv2d",
+    "MaxPool2d",
+    "convert",
+    "functional",
+    "ops",
+]
 __version__ = "0.1.0"

@@ -8,6 +8,10 @@ from . import nn as cnn
 # Exact types only: a user's subclass of torch.nn.Conv2d may override forward, so it is kept.
 SWAPS = {
     torch.nn.Conv2d: cnn.Conv2d,
+    torch.nn.MaxPool2d: cnn.MaxPool2d,
+    torch.nn.AvgPool2d: cnn.AvgPool2d,
+    torch.nn.AdaptiveAvgPool2d: cnn.AdaptiveAvgPool2d,
+    torch.nn.AdaptiveMaxPool2d: cnn.AdaptiveMaxPool2d,
 }
 
 

@@ -139,3 +139,164 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         # torch's CPU conv2d returns channels_last when the input or the weight is.
         out = _channels_last(out)
     return out.squeeze(0) if unbatched else out
+
+
+# ---- pooling ------------------------------------------------------------------------------
+def _pool_pair(value, name, op):
+    """torch's pooling arguments: an int or a tuple of one or two ints."""
+    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list, torch.Size)) and all(
+        isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in value
+    ):
+        if len(value) == 1:
+            return (value[0], value[0])
+        if len(value) == 2:
+            return tuple(value)
+        raise RuntimeError(
+            f"cnnext.{op}: {name} must either be a single int, or a tuple of two ints, "
+            f"but got {name}={list(value)}"
+        )
+    raise TypeError(f"cnnext.{op}: {name} must be an int or a tuple of ints, got {value!r}")
+
+
+def _pool_stride(stride, kernel_size, op):
+    """stride=None (or an empty list) means stride = kernel_size."""
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        return kernel_size
+    return _pool_pair(stride, "stride", op)
+
+
+def _pool_input(input, op, max_like):
+    """Checks rank (and, for batch-less input, the sizes torch checks before batching);
+    returns (input as 4-D, unbatched, half dtype to restore or None)."""
+    if input.dim() not in (3, 4):
+        if max_like:
+            raise RuntimeError(
+                f"cnnext.{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
+                f"but got input of size: {list(input.shape)}"
+            )
+        if input.dim() < 3:  # torch indexes size(-3) first
+            raise IndexError(
+                f"cnnext.{op}: Dimension out of range (expected to be in range of "
+                f"[-{max(input.dim(), 1)}, {max(input.dim(), 1) - 1}], but got -3)"
+            )
+        raise RuntimeError(
+            f"cnnext.{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
+            f"size for input, but got:{list(input.shape)}"
+        )
+    unbatched = input.dim() == 3
+    if unbatched:
+        if input.shape[0] == 0 or input.shape[1] == 0 or input.shape[2] == 0:
+            raise RuntimeError(
+                f"cnnext.{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
+                f"size for input, but got:{list(input.shape)}"
+            )
+        input = input.unsqueeze(0)
+    restore = None
+    if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
+        restore = input.dtype
+        input = input.float()
+    return input, unbatched, restore
+
+
+def _pool_output(out, unbatched, restore):
+    if restore is not None:
+        out = out.to(restore)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Same signature and semantics as torch.nn.functional.max_pool2d (and
+    max_pool2d_with_indices when return_indices=True)."""
+    op = "max_pool2d"
+    kernel_size = _pool_pair(kernel_size, "kernel_size", op)
+    stride = _pool_stride(stride, kernel_size, op)
+    padding = _pool_pair(padding, "padding", op)
+    dilation = _pool_pair(dilation, "dilation", op)
+    x, unbatched, restore = _pool_input(input, op, max_like=True)
+    out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    out = _pool_output(out, unbatched, restore)
+    if return_indices:
+        return out, (indices.squeeze(0) if unbatched else indices)
+    return out
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=True):
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Same signature and semantics as torch.nn.functional.avg_pool2d."""
+    op = "avg_pool2d"
+    kernel_size = _pool_pair(kernel_size, "kernel_size", op)
+    stride = _pool_stride(stride, kernel_size, op)
+    padding = _pool_pair(padding, "padding", op)
+    x, unbatched, restore = _pool_input(input, op, max_like=False)
+    out = _cnnext.avg_pool2d(
+        x, kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override
+    )
+    return _pool_output(out, unbatched, restore)
+
+
+def _adaptive_output_size(output_size, input, op):
+    """int -> (v, v); None entries take the input's size (torch's _list_with_default)."""
+    if isinstance(output_size, (int, torch.SymInt)) and not isinstance(output_size, bool):
+        return (output_size, output_size)
+    if not isinstance(output_size, (tuple, list, torch.Size)):
+        raise TypeError(
+            f"cnnext.{op}: output_size must be an int or a tuple of 2 ints or None, "
+            f"got {output_size!r}"
+        )
+    if len(output_size) != 2:
+        if input.dim() <= len(output_size):
+            raise ValueError(f"cnnext.{op}: Input dimension should be at least {len(output_size) + 1}")
+        raise RuntimeError(f"cnnext.{op}: output_size must be 2, but got output_size={list(output_size)}")
+    if input.dim() < 3:
+        raise ValueError(f"cnnext.{op}: Input dimension should be at least 3")
+    return tuple(input.shape[-2 + i] if v is None else v for i, v in enumerate(output_size))
+
+
+def _adaptive_input(input, op, output_size):
+    output_size = _adaptive_output_size(output_size, input, op)
+    if input.dim() not in (3, 4):
+        colon = ":" if op == "adaptive_max_pool2d" else ""
+        raise RuntimeError(
+            f"cnnext.{op}(): Expected 3D or 4D tensor, but got{colon} {list(input.shape)}"
+        )
+    unbatched = input.dim() == 3
+    restore = None
+    if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
+        restore = input.dtype
+        input = input.float()
+    return (input.unsqueeze(0) if unbatched else input), unbatched, restore, output_size
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Same signature and semantics as torch.nn.functional.adaptive_avg_pool2d."""
+    x, unbatched, restore, size = _adaptive_input(input, "adaptive_avg_pool2d", output_size)
+    return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched, restore)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Same signature and semantics as torch.nn.functional.adaptive_max_pool2d."""
+    op = "adaptive_max_pool2d"
+    x, unbatched, restore, size = _adaptive_input(input, op, output_size)
+    if unbatched and x.shape[1] == 0:
+        # torch checks only H and W of a batch-less input; the batched op would reject C = 0.
+        out = x.new_empty((0, size[0], size[1]))
+        idx = x.new_empty((0, size[0], size[1]), dtype=torch.int64)
+        out = out.to(restore) if restore is not None else out
+        return (out, idx) if return_indices else out
+    out, indices = _cnnext.adaptive_max_pool2d(x, size)
+    out = _pool_output(out, unbatched, restore)
+    if return_indices:
+        return out, (indices.squeeze(0) if unbatched else indices)
+    return out
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=True):
+    return adaptive_max_pool2d(input, output_size, True)

@@ -15,3 +15,38 @@ class Conv2d(torch.nn.Conv2d):
             )
             return CF.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
         return CF.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+# ---- pooling ------------------------------------------------------------------------------
+class MaxPool2d(torch.nn.MaxPool2d):
+    """torch.nn.MaxPool2d computed by cnnext.functional.max_pool2d."""
+
+    def forward(self, input):
+        return CF.max_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.dilation,
+            ceil_mode=self.ceil_mode, return_indices=self.return_indices,
+        )
+
+
+class AvgPool2d(torch.nn.AvgPool2d):
+    """torch.nn.AvgPool2d computed by cnnext.functional.avg_pool2d."""
+
+    def forward(self, input):
+        return CF.avg_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+            self.count_include_pad, self.divisor_override,
+        )
+
+
+class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
+    """torch.nn.AdaptiveAvgPool2d computed by cnnext.functional.adaptive_avg_pool2d."""
+
+    def forward(self, input):
+        return CF.adaptive_avg_pool2d(input, self.output_size)
+
+
+class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
+    """torch.nn.AdaptiveMaxPool2d computed by cnnext.functional.adaptive_max_pool2d."""
+
+    def forward(self, input):
+        return CF.adaptive_max_pool2d(input, self.output_size, self.return_indices)

@@ -115,3 +115,192 @@ def _gemm_fake(a, b, trans_a, trans_b, alpha, beta, c, isa):
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     return a.new_empty((m, n))
+
+
+# ---- pooling ------------------------------------------------------------------------------
+# Outputs, indices and grad_input follow the input's suggested memory format, as the kernels.
+from torch._prims_common import suggest_memory_format as _suggest_memory_format  # noqa: E402
+
+from ._shapes import pool_output_size  # noqa: E402
+
+
+def _pool_empty(self, shape, dtype=None):
+    return torch.empty(
+        shape, dtype=dtype or self.dtype, device=self.device,
+        memory_format=_suggest_memory_format(self),
+    )
+
+
+def _pool2d_out_shape(op, self, kernel_size, stride, padding, dilation, ceil_mode):
+    torch._check(self.dim() == 4, lambda: f"cnnext.{op}: expected a 4D (N, C, H, W) input")
+    n, c, h, w = self.shape
+    stride = stride if len(stride) else kernel_size
+    out_h = pool_output_size(h, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode)
+    out_w = pool_output_size(w, kernel_size[-1], padding[-1], stride[-1], dilation[-1], ceil_mode)
+    torch._check(out_h >= 1 and out_w >= 1, lambda: f"cnnext.{op}: Output size is too small")
+    return (n, c, out_h, out_w)
+
+
+@torch.library.register_fake("cnnext::max_pool2d")
+def _max_pool2d_fake(self, kernel_size, stride, padding, dilation, ceil_mode):
+    shape = _pool2d_out_shape("max_pool2d", self, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_empty(self, shape), _pool_empty(self, shape, torch.int64)
+
+
+@torch.library.register_fake("cnnext::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, self, indices, kernel_size, stride, padding, dilation,
+                              ceil_mode):
+    return _pool_empty(self, self.shape)
+
+
+@torch.library.register_fake("cnnext::avg_pool2d")
+def _avg_pool2d_fake(self, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override):
+    torch._check(divisor_override != 0, lambda: "cnnext.avg_pool2d: divisor must be not zero")
+    shape = _pool2d_out_shape("avg_pool2d", self, kernel_size, stride, padding, (1, 1), ceil_mode)
+    return _pool_empty(self, shape)
+
+
+@torch.library.register_fake("cnnext::avg_pool2d_backward")
+def _avg_pool2d_backward_fake(grad_output, self, kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor_override):
+    return _pool_empty(self, self.shape)
+
+
+@torch.library.register_fake("cnnext::adaptive_avg_pool2d")
+def _adaptive_avg_pool2d_fake(self, output_size):
+    torch._check(self.dim() == 4, lambda: "cnnext.adaptive_avg_pool2d: expected a 4D input")
+    return _pool_empty(self, (self.shape[0], self.shape[1], output_size[0], output_size[-1]))
+
+
+@torch.library.register_fake("cnnext::adaptive_avg_pool2d_backward")
+def _adaptive_avg_pool2d_backward_fake(grad_output, self):
+    return _pool_empty(self, self.shape)
+
+
+@torch.library.register_fake("cnnext::adaptive_max_pool2d")
+def _adaptive_max_pool2d_fake(self, output_size):
+    torch._check(self.dim() == 4, lambda: "cnnext.adaptive_max_pool2d: expected a 4D input")
+    shape = (self.shape[0], self.shape[1], output_size[0], output_size[-1])
+    return _pool_empty(self, shape), _pool_empty(self, shape, torch.int64)
+
+
+@torch.library.register_fake("cnnext::adaptive_max_pool2d_backward")
+def _adaptive_max_pool2d_backward_fake(grad_output, self, indices):
+    return _pool_empty(self, self.shape)
+
+
+def _gather_at_indices(grad, indices):
+    """The adjoint of a max-pool backward: grad (input-shaped) read at each output's index."""
+    flat = grad.flatten(2).gather(2, indices.flatten(2))
+    return flat.view(indices.shape)
+
+
+# max_pool2d / adaptive_max_pool2d: d(out)/d(self) scatters to the indices.
+def _max_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+    ctx.params = tuple(inputs[1:])
+    ctx.mark_non_differentiable(output[1])
+
+
+def _max_pool2d_backward(ctx, grad_output, _grad_indices):
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 6
+    self, indices = ctx.saved_tensors
+    return (ops.max_pool2d_backward(grad_output, self, indices, *ctx.params),) + (None,) * 5
+
+
+def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_indices):
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    self, indices = ctx.saved_tensors
+    return ops.adaptive_max_pool2d_backward(grad_output, self, indices), None
+
+
+torch.library.register_autograd(
+    "cnnext::max_pool2d", _max_pool2d_backward, setup_context=_max_setup_context
+)
+torch.library.register_autograd(
+    "cnnext::adaptive_max_pool2d", _adaptive_max_pool2d_backward, setup_context=_max_setup_context
+)
+
+
+# The max backwards are linear in grad_output (constant in self): their own gradient wrt
+# grad_output gathers at the indices.
+def _max_backward_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2])
+    ctx.num_inputs = len(inputs)
+
+
+def _max_backward_backward(ctx, grad_grad_input):
+    (indices,) = ctx.saved_tensors
+    d_grad_output = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = _gather_at_indices(grad_grad_input, indices)
+    return (d_grad_output,) + (None,) * (ctx.num_inputs - 1)
+
+
+for _name in ("cnnext::max_pool2d_backward", "cnnext::adaptive_max_pool2d_backward"):
+    torch.library.register_autograd(
+        _name, _max_backward_backward, setup_context=_max_backward_setup_context
+    )
+
+
+# avg_pool2d / adaptive_avg_pool2d: linear; the backward's own gradient is the forward.
+def _avg_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.params = tuple(inputs[1:])
+
+
+def _avg_pool2d_backward(ctx, grad_output):
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 7
+    (self,) = ctx.saved_tensors
+    return (ops.avg_pool2d_backward(grad_output, self, *ctx.params),) + (None,) * 6
+
+
+def _adaptive_avg_pool2d_backward(ctx, grad_output):
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    (self,) = ctx.saved_tensors
+    return ops.adaptive_avg_pool2d_backward(grad_output, self), None
+
+
+torch.library.register_autograd(
+    "cnnext::avg_pool2d", _avg_pool2d_backward, setup_context=_avg_setup_context
+)
+torch.library.register_autograd(
+    "cnnext::adaptive_avg_pool2d", _adaptive_avg_pool2d_backward, setup_context=_avg_setup_context
+)
+
+
+def _avg_backward_setup_context(ctx, inputs, output):
+    ctx.params = tuple(inputs[2:])
+    ctx.output_hw = tuple(inputs[0].shape[2:])
+    ctx.num_inputs = len(inputs)
+
+
+def _avg_pool2d_backward_backward(ctx, grad_grad_input):
+    d_grad_output = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.avg_pool2d(grad_grad_input, *ctx.params)
+    return (d_grad_output,) + (None,) * (ctx.num_inputs - 1)
+
+
+def _adaptive_avg_pool2d_backward_backward(ctx, grad_grad_input):
+    d_grad_output = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.adaptive_avg_pool2d(grad_grad_input, ctx.output_hw)
+    return d_grad_output, None
+
+
+torch.library.register_autograd(
+    "cnnext::avg_pool2d_backward",
+    _avg_pool2d_backward_backward,
+    setup_context=_avg_backward_setup_context,
+)
+torch.library.register_autograd(
+    "cnnext::adaptive_avg_pool2d_backward",
+    _adaptive_avg_pool2d_backward_backward,
+    setup_context=_avg_backward_setup_context,
+)

@@ -20,4 +20,27 @@ TORCH_LIBRARY(cnnext, m) {
   m.def(
       "gemm(Tensor a, Tensor b, bool trans_a, bool trans_b, float alpha, float beta, "
       "Tensor? c, str isa) -> Tensor");
+
+  // ---- pooling ------------------------------------------------------------------------
+  // 4-D (N, C, H, W) only (batch-less input is batched in Python). Indices are int64, flat
+  // h * W + w within each (n, c) plane. Outputs, indices and grad_input follow
+  // self.suggest_memory_format(). `self` in a backward gives the input's shape, dtype and
+  // format; the window parameters let a backward gather over covering windows.
+  m.def(
+      "max_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  m.def(
+      "avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  m.def(
+      "avg_pool2d_backward(Tensor grad_output, Tensor self, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  m.def("adaptive_avg_pool2d(Tensor self, int[2] output_size) -> Tensor");
+  m.def("adaptive_avg_pool2d_backward(Tensor grad_output, Tensor self) -> Tensor");
+  m.def("adaptive_max_pool2d(Tensor self, int[2] output_size) -> (Tensor, Tensor)");
+  m.def(
+      "adaptive_max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices) -> Tensor");
 }
