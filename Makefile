@@ -22,3 +22,29 @@ bench: install
 
 clean:
 	rm -rf build *.egg-info cnnext/*.so
+
+# ---- hardening (issue 5) --------------------------------------------------------------------
+# make fuzz: the property tests with a long budget (examples per test; fresh random examples).
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	CNNEXT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest -p no:cacheprovider \
+		--hypothesis-show-statistics tests/test_fuzz_conv2d.py tests/test_fuzz_pool2d.py $(PYTEST_ARGS)
+
+# make test-asan: the conv and pooling tests against an AddressSanitizer+UBSan build. The
+# sanitized extension is built in a copy of the tree (build/asan), so the normal build and
+# install are untouched; pytest runs from the copy, whose cnnext comes first on sys.path.
+# CPU only: CUDA is not built there and hidden from torch (compute-sanitizer checks CUDA).
+ASAN_DIR := build/asan
+ASAN_TESTS ?= tests/test_smoke.py tests/test_threads.py tests/test_errors.py tests/test_large.py $(sort $(wildcard tests/test_*conv*.py tests/test_*pool*.py))
+ASAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) CUDA_VISIBLE_DEVICES= \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+test-asan: deps
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	tar -c --exclude=./build --exclude=./.git --exclude='*.so' --exclude=__pycache__ \
+		--exclude=./.hypothesis --exclude='*.egg-info' --exclude=./bench-out . | tar -x -C $(ASAN_DIR)
+	cd $(ASAN_DIR) && CNNEXT_SANITIZE=1 CNNEXT_NO_CUDA=1 $(PYTHON) setup.py -q build_ext --inplace
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(PYTHON) -c "import cnnext, os; \
+		assert os.path.abspath('cnnext') in cnnext.__file__, cnnext.__file__"
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(PYTHON) -m pytest -p no:cacheprovider -m "not large" \
+		$(ASAN_TESTS) $(PYTEST_ARGS)

@@ -49,7 +49,10 @@ def _check_tensors(input, weight, bias):
 def _same_padding(input, weight, stride, dilation):
     """torch's padding='same': total d*(k-1) per dim, the odd extra on the bottom/right."""
     if any(s != 1 for s in stride):
-        raise RuntimeError("cnnext.conv2d: padding='same' is not supported for strided convolutions")
+        raise RuntimeError(
+            "cnnext.conv2d: padding='same' is not supported for strided convolutions "
+            f"(stride={list(stride)})"
+        )
     total = [d * (k - 1) for d, k in zip(dilation, weight.shape[-2:])]
     left = [t // 2 for t in total]
     extra = [t - 2 * l for t, l in zip(total, left)]

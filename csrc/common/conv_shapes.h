@@ -49,6 +49,10 @@ inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& we
               input.sizes());
   TORCH_CHECK(weight.dim() == 4, "cnnext.conv2d: expected 4D weight, but got weight of size: ",
               weight.sizes());
+  TORCH_CHECK(weight.size(2) > 0 && weight.size(3) > 0,
+              "cnnext.conv2d: kernel size should be greater than zero, but got kernel_height: ",
+              weight.size(2), " kernel_width: ", weight.size(3), " (weight of size ",
+              weight.sizes(), ")");
   TORCH_CHECK(input.device() == weight.device(), "cnnext.conv2d: input (", input.device(),
               ") and weight (", weight.device(), ") must be on the same device");
   TORCH_CHECK(input.scalar_type() == weight.scalar_type(), "cnnext.conv2d: Input type (",
