@@ -1,0 +1,69 @@
+"""python -m benchmarks [--quick|--full] [--device cpu|cuda] [--filter REGEX] [--threads N]
+                       [--dtype float32] [--out DIR] [--retries N]"""
+import argparse
+import os
+import sys
+
+# glibc returns large freed blocks to the OS and takes them back page by page (a page fault
+# per 4 KiB on first touch), which made the same row vary 1.3-6x between runs on the dev VM.
+# Pinning the allocator (no mmap'ed blocks, no trimming) lets both sides reuse their pages.
+PINNED_ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+                    "MALLOC_TOP_PAD_": str(64 << 20)}
+_REEXEC_FLAG = "CNNEXT_BENCH_ALLOCATOR_PINNED"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=(
+        "cnnext vs torch on real network layers, pooling, GEMM and whole models, beside the "
+        "machine's limits measured in the same run. Writes table.txt, results.json and "
+        "results.png to --out."))
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=True,
+                      help="representative subset, short time budget (default; < 3 min on 2 cores)")
+    mode.add_argument("--full", dest="quick", action="store_false",
+                      help="every layer, pooling row and model, longer time budget per row")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32")
+    p.add_argument("--filter", metavar="REGEX", help="only rows whose name matches (re.search), "
+                   "e.g. 'resnet', 'lenet_c1', 'pool/'")
+    p.add_argument("--threads", type=int, default=0, help="torch/cnnext threads (default: torch's)")
+    p.add_argument("--out", default="bench-out", help="output directory (default: bench-out)")
+    p.add_argument("--retries", type=int, default=0,
+                   help="rerun a row up to N times while other processes load the CPU")
+    p.add_argument("--budget", type=float, default=None, help="seconds of timing per row")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-pin-allocator", dest="pin", action="store_false",
+                   help="keep glibc's default malloc settings")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    env_update = dict(PINNED_ALLOCATOR) if args.pin else {}
+    if args.threads:
+        env_update["OMP_NUM_THREADS"] = str(args.threads)
+    if env_update and os.environ.get(_REEXEC_FLAG) != "1":
+        # malloc reads these at start-up only: restart the interpreter with them set.
+        os.environ.update(env_update, **{_REEXEC_FLAG: "1"})
+        os.execv(sys.executable, [sys.executable, "-m", "benchmarks", *argv])
+
+    import torch
+
+    from .run import Config, defaults, run_suite
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("python -m benchmarks: --device cuda, but torch.cuda.is_available() is False "
+                 f"(torch {torch.__version__})")
+    config = defaults(Config(device=args.device, dtype=getattr(torch, args.dtype), quick=args.quick,
+                             threads=args.threads, filter=args.filter, out_dir=args.out,
+                             retries=args.retries, progress=args.progress))
+    if args.budget is not None:
+        config.timing["budget_s"] = args.budget
+    _, _, text, paths = run_suite(config)
+    print(text)
+    print(f"\nwrote {paths['table.txt']}, {paths['results.json']}, {paths['results.png']}")
+
+
+if __name__ == "__main__":
+    main()

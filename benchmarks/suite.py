@@ -1,0 +1,168 @@
+"""One row of the suite: build both sides, prove they agree, then time them interleaved.
+
+The correctness gate runs before any timing: a side that raises is an ERROR, a result that
+differs from torch's beyond the dtype's tolerance is FAILED; neither is ever timed."""
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .timing import CpuLoad, interleaved
+
+# Largest error allowed, relative to the largest magnitude of torch's result tensor. float32
+# differs from torch only by summation order; half types are computed in float32 by cnnext
+# on the CPU and rounded once, while torch may round in between.
+TOLERANCES = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 4e-2,
+}
+# Whole models chain dozens of layers (and BatchNorm divides by small variances).
+MODEL_TOLERANCE_SCALE = 10.0
+
+OK, FAILED, ERROR, UNAVAILABLE = "ok", "FAILED", "ERROR", "n/a"
+
+
+class Unavailable(Exception):
+    """The cnnext side of a row does not exist in this build (e.g. an op not merged yet)."""
+
+
+@dataclass
+class Case:
+    """Zero-argument callables computing the row on each side; each returns a tensor or a
+    tuple of tensors (the forward output, then the gradients)."""
+
+    torch: object
+    cnnext: object
+    grad_enabled: bool = True
+
+
+@dataclass
+class Row:
+    section: str  # "conv", "pool", "gemm", "model"
+    name: str
+    pass_: str  # "fwd", "fwd+bwd", "inference", "train step"
+    shape: str
+    make: object  # (device, dtype) -> Case
+    quick: bool = False
+    flops: float = None
+    bytes: float = None
+    spec: object = None
+    dtype_override: object = None
+    flops_fn: object = None  # (device, dtype) -> flops, for rows that count them by tracing
+    result: dict = field(default_factory=dict)
+
+    @property
+    def label(self):
+        return f"{self.name} {self.pass_}"
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def compare(expected, actual):
+    """Largest |difference| over all result tensors, each relative to the largest magnitude of
+    torch's tensor; inf for a shape/dtype mismatch, nan if either side produced a nan where
+    the other did not."""
+    expected, actual = _as_tuple(expected), _as_tuple(actual)
+    if len(expected) != len(actual):
+        return math.inf
+    worst = 0.0
+    for e, a in zip(expected, actual):
+        if e is None or a is None:
+            if e is not a:
+                return math.inf
+            continue
+        if e.shape != a.shape or e.dtype != a.dtype:
+            return math.inf
+        e64, a64 = e.detach().double(), a.detach().double()
+        if not torch.equal(torch.isnan(e64), torch.isnan(a64)):
+            return math.nan
+        diff = (e64 - a64).nan_to_num(0.0).abs().max().item() if e64.numel() else 0.0
+        scale = max(e64.nan_to_num(0.0).abs().max().item() if e64.numel() else 0.0, 1e-30)
+        worst = max(worst, diff / scale)
+    return worst
+
+
+def run_row(row, device, dtype, timing, progress=None):
+    """Fills row.result: status, error, max_error, then for rows that pass the gate the
+    timings of both sides, ratio, throughput and fraction of the machine's limit."""
+    dtype = row.dtype_override or dtype
+    res = row.result
+    res.clear()
+    res.update(status=OK, error=None, max_error=None, tolerance=None, timed=False)
+    try:
+        case = row.make(device, dtype)
+    except Unavailable as exc:
+        res.update(status=UNAVAILABLE, error=str(exc))
+        return row
+    except Exception as exc:  # a side that cannot even be built is an error of that row
+        res.update(status=ERROR, error=f"setup: {type(exc).__name__}: {exc}")
+        return row
+
+    tolerance = TOLERANCES[dtype] * (MODEL_TOLERANCE_SCALE if row.section == "model" else 1.0)
+    res["tolerance"] = tolerance
+    with torch.set_grad_enabled(case.grad_enabled):
+        try:
+            expected = case.torch()
+        except Exception as exc:
+            res.update(status=ERROR, error=f"torch: {type(exc).__name__}: {exc}")
+            return row
+        try:
+            actual = case.cnnext()
+        except Exception as exc:
+            res.update(status=ERROR, error=f"cnnext: {type(exc).__name__}: {exc}")
+            return row
+        error = compare(expected, actual)
+        del expected, actual
+        res["max_error"] = error
+        if not error <= tolerance:  # also catches nan
+            res.update(status=FAILED, error=f"cnnext differs from torch: max relative error "
+                                            f"{error:.3g} > tolerance {tolerance:.0e}")
+            return row
+
+        load = CpuLoad()
+        samples = interleaved({"torch": case.torch, "cnnext": case.cnnext}, device, **timing)
+    res["timed"] = True
+    res["other_cpu_load"] = load.other_load()
+    for side, s in samples.items():
+        res[side] = s.summary()
+    res["ratio"] = res["torch"]["median_ms"] / res["cnnext"]["median_ms"]
+    if row.flops_fn is not None and row.flops is None:
+        row.flops = row.flops_fn(device, dtype)
+    res["flops"] = row.flops
+    res["bytes"] = row.bytes
+    for side in ("torch", "cnnext"):
+        seconds = res[side]["median_ms"] / 1e3
+        if row.flops:
+            res[side]["gflops"] = row.flops / seconds / 1e9
+        if row.bytes:
+            res[side]["gbps"] = row.bytes / seconds / 1e9
+    return row
+
+
+def add_fractions(rows, gemm_peak_gflops, copy_gbps):
+    """Fraction of the machine's limit: GEMM peak for conv/GEMM/model rows, copy bandwidth
+    for pooling rows."""
+    for row in rows:
+        res = row.result
+        if not res.get("timed"):
+            continue
+        for side in ("torch", "cnnext"):
+            if "gbps" in res[side] and copy_gbps:
+                res[side]["fraction_of_peak"] = res[side]["gbps"] / copy_gbps
+            elif "gflops" in res[side] and gemm_peak_gflops:
+                res[side]["fraction_of_peak"] = res[side]["gflops"] / gemm_peak_gflops
+
+
+def geomeans(rows):
+    """Geometric mean of torch/cnnext per (section, pass), over the rows that were timed."""
+    groups = {}
+    for row in rows:
+        if row.result.get("timed"):
+            groups.setdefault((row.section, row.pass_), []).append(row.result["ratio"])
+    return {f"{section} {pass_}": {"geomean_ratio": math.exp(sum(map(math.log, r)) / len(r)),
+                                   "rows": len(r)}
+            for (section, pass_), r in groups.items()}
