@@ -22,3 +22,8 @@ bench: install
 
 clean:
 	rm -rf build *.egg-info cnnext/*.so
+
+# Compiles every csrc/cuda source for sm_80 and sm_90 without a GPU (also run by `make test`
+# through tests/test_cuda_compile.py). Needs nvcc; no install.
+cuda-check:
+	$(PYTHON) tools/cuda_compile_check.py
