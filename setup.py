@@ -24,10 +24,14 @@ def _extension():
     import torch
 
     here = os.path.dirname(os.path.abspath(__file__))
+    # Filter on the path relative to the project: the checkout itself may sit under a "cuda" dir.
     cpu_sources = sorted(
-        os.path.relpath(p, here)
-        for p in glob.glob(os.path.join(here, "csrc", "**", "*.cpp"), recursive=True)
-        if os.sep + "cuda" + os.sep not in p
+        rel
+        for rel in (
+            os.path.relpath(p, here)
+            for p in glob.glob(os.path.join(here, "csrc", "**", "*.cpp"), recursive=True)
+        )
+        if not rel.startswith(os.path.join("csrc", "cuda") + os.sep)
     )
     # csrc/cuda: kernels (*.cu, CUDA headers only) and their torch bindings (*.cpp, host code).
     cuda_sources = sorted(
