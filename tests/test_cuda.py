@@ -48,6 +48,16 @@ def test_cuda_kernels_registered_exactly_when_torch_has_cuda():
         assert _has_kernel(f"cnnext::{op}", "CUDA")
 
 
+def test_autocast_cuda_kernel_redispatches_to_the_device_kernel():
+    # Calls the AutocastCUDA kernel itself with CPU tensors: its typed schema lookup and its
+    # redispatch below autocast run here; cached_cast leaves non-CUDA tensors as they are.
+    x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)
+    out = ops.conv2d.default.redispatch(keys, x, w, b, [1, 1], [1, 1], [1, 1], 1)
+    assert out.dtype == torch.float32
+    assert_close(out, F.conv2d(x, w, b, padding=1))
+
+
 def test_cpu_autocast_leaves_cnnext_conv2d_in_float32():
     # Only AutocastCUDA is registered: CPU autocast must not reach the CPU kernel with bf16.
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
@@ -360,3 +370,24 @@ def test_pool_cuda_gradcheck_float64(name):
               "adaptive_avg_pool2d": dict(output_size=(3, 4)),
               "adaptive_max_pool2d": dict(output_size=(3, 4))}[name]
     assert torch.autograd.gradcheck(lambda t: fn(t, **kwargs), (x,))
+
+
+# ---- the H200 run script (run by a later session with a GPU) ---------------------------------
+def test_h200_run_script_parses_and_its_driver_imports():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "benchmarks", "gpu", "run_h200.sh")
+    proc = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sys.path.insert(0, os.path.dirname(script))
+    try:
+        import sanitize_driver
+    finally:
+        sys.path.pop(0)
+    if not HAS_CUDA:
+        assert sanitize_driver.main() == 2  # says "no CUDA GPU" instead of failing obscurely
+    names = [name for name, _ in sanitize_driver.conv_calls(torch)]
+    assert any("depthwise" in n for n in names) and any("float64" in n for n in names)
