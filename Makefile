@@ -48,3 +48,8 @@ test-asan: deps
 		assert os.path.abspath('cnnext') in cnnext.__file__, cnnext.__file__"
 	cd $(ASAN_DIR) && $(ASAN_ENV) $(PYTHON) -m pytest -p no:cacheprovider -m "not large" \
 		$(ASAN_TESTS) $(PYTEST_ARGS)
+
+# Compiles every csrc/cuda source for sm_80 and sm_90 without a GPU (also run by `make test`
+# through tests/test_cuda_compile.py). Needs nvcc; no install.
+cuda-check:
+	$(PYTHON) tools/cuda_compile_check.py

@@ -4,6 +4,10 @@ Environment:
   CNNEXT_SANITIZE=1   compile with AddressSanitizer + UndefinedBehaviorSanitizer (make test-asan)
   CNNEXT_NO_CUDA=1    skip the CUDA sources even where they could be built
   CNNEXT_DEBUG=1      -O0 -g
+  TORCH_CUDA_ARCH_LIST  CUDA architectures, e.g. "9.0" or "8.0;9.0+PTX". Unset: torch's
+                      cpp_extension builds for every visible GPU's capability, the highest with
+                      PTX too (sm_90 + compute_90 PTX on an H200). With no GPU visible we default
+                      to "8.0;9.0+PTX" (torch would fail on an empty list). The kernels need sm_80+.
 """
 import glob
 import os
@@ -20,13 +24,20 @@ def _extension():
     import torch
 
     here = os.path.dirname(os.path.abspath(__file__))
+    # Filter on the path relative to the project: the checkout itself may sit under a "cuda" dir.
     cpu_sources = sorted(
-        os.path.relpath(p, here)
-        for p in glob.glob(os.path.join(here, "csrc", "**", "*.cpp"), recursive=True)
-        if os.sep + "cuda" + os.sep not in p
+        rel
+        for rel in (
+            os.path.relpath(p, here)
+            for p in glob.glob(os.path.join(here, "csrc", "**", "*.cpp"), recursive=True)
+        )
+        if not rel.startswith(os.path.join("csrc", "cuda") + os.sep)
     )
+    # csrc/cuda: kernels (*.cu, CUDA headers only) and their torch bindings (*.cpp, host code).
     cuda_sources = sorted(
-        os.path.relpath(p, here) for p in glob.glob(os.path.join(here, "csrc", "cuda", "*.cu"))
+        os.path.relpath(p, here)
+        for pattern in ("*.cu", "*.cpp")
+        for p in glob.glob(os.path.join(here, "csrc", "cuda", pattern))
     )
     with_cuda = (
         not _flag("CNNEXT_NO_CUDA")
@@ -44,6 +55,8 @@ def _extension():
         link += san
     define_macros = [("WITH_CUDA", None)] if with_cuda else []
     if with_cuda:
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and torch.cuda.device_count() == 0:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(
             "cnnext._C",
