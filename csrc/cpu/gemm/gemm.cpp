@@ -77,9 +77,10 @@ struct Problem {
   int64_t ldc;
 };
 
-// Below this many rows, op(B) slivers are read in place when op(B) is not transposed: each
-// B element is used by few A slivers, so packing B would cost about as much as the FMAs.
-constexpr int64_t kDirectBMaxSlivers = 2;
+// Up to this many A slivers (rows / mr), op(B) is read in place when not transposed: each B
+// element then meets few A slivers, and packing B would cost a large share of the FMAs
+// (conv forward: M = C_out is often 6..64).
+constexpr int64_t kDirectBMaxSlivers = 5;
 
 // C[m0:m1, n0:n1] on the calling thread.
 template <typename T>
@@ -109,20 +110,25 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         gemm_detail::pack_a(p.trans_a, p.A, p.lda, ic, pc, mc, kc, mr, a_pack);
-        for (int64_t is = 0; is < mc; is += mr) {
-          const int64_t rows = std::min<int64_t>(mr, mc - is);
-          const auto kernel = ks.rows[rows];
-          const T* a_sliver = a_pack + is * kc;
-          T* c_row = p.C + (ic + is) * p.ldc + jc;
+        T* c_block = p.C + ic * p.ldc + jc;
+        if (direct_b) {
+          // B read in place: keep each B sliver hot while every A sliver passes over it.
           for (int64_t js = 0; js < slivers_n; ++js) {
-            const T* b_sliver = b_pack + js * kc * nr;
-            int64_t ldb = nr;
-            if (direct_b && js < full_n) {
-              b_sliver = p.B + pc * p.ldb + jc + js * nr;
-              ldb = p.ldb;
-            }
-            kernel(kc, a_sliver, b_sliver, ldb, c_row + js * nr, p.ldc, p.alpha, beta,
-                   nc - js * nr);
+            const bool in_place = js < full_n;
+            const T* b_sliver = in_place ? p.B + pc * p.ldb + jc + js * nr : b_pack + js * kc * nr;
+            const int64_t ldb = in_place ? p.ldb : nr;
+            for (int64_t is = 0; is < mc; is += mr)
+              ks.rows[std::min<int64_t>(mr, mc - is)](kc, a_pack + is * kc, b_sliver, ldb,
+                                                      c_block + is * p.ldc + js * nr, p.ldc,
+                                                      p.alpha, beta, nc - js * nr);
+          }
+        } else {
+          // Packed B block (L2): each A sliver stays in L1 while the B slivers stream past.
+          for (int64_t is = 0; is < mc; is += mr) {
+            const auto kernel = ks.rows[std::min<int64_t>(mr, mc - is)];
+            for (int64_t js = 0; js < slivers_n; ++js)
+              kernel(kc, a_pack + is * kc, b_pack + js * kc * nr, nr,
+                     c_block + is * p.ldc + js * nr, p.ldc, p.alpha, beta, nc - js * nr);
           }
         }
       }

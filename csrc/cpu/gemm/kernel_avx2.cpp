@@ -47,6 +47,9 @@ struct F64x4 {
   static void mask_store(T* p, Mask m, V v) { _mm256_maskstore_pd(p, m, v); }
 };
 
+#ifndef CNNEXT_PF_ROWS
+#define CNNEXT_PF_ROWS 8
+#endif
 #include "microkernel_simd.h"
 
 constexpr int kMR = 6;

@@ -42,6 +42,9 @@ struct F64x8 {
   static void mask_store(T* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
 };
 
+#ifndef CNNEXT_PF_ROWS
+#define CNNEXT_PF_ROWS 8
+#endif
 #include "microkernel_simd.h"
 
 #ifndef CNNEXT_AVX512_MR
@@ -64,11 +67,11 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
 }  // namespace
 
 const KernelSet<float>& avx512_kernels_f32() {
-  static const KernelSet<float> ks = make_set<F32x16>(/*kc=*/384, /*nc=*/640, /*mc=*/40 * kMR);
+  static const KernelSet<float> ks = make_set<F32x16>(/*kc=*/256, /*nc=*/1024, /*mc=*/40 * kMR);
   return ks;
 }
 const KernelSet<double>& avx512_kernels_f64() {
-  static const KernelSet<double> ks = make_set<F64x8>(/*kc=*/192, /*nc=*/640, /*mc=*/40 * kMR);
+  static const KernelSet<double> ks = make_set<F64x8>(/*kc=*/192, /*nc=*/512, /*mc=*/40 * kMR);
   return ks;
 }
 

@@ -5,12 +5,21 @@
 // mask_store. Nothing here may include a standard header (ODR: an inline function compiled for
 // AVX-512 must never be chosen by the linker for the generic build).
 
+// How many k rows ahead the kernel prefetches op(B) (matters when B is read in place).
+constexpr int64_t kPrefetchRows = CNNEXT_PF_ROWS;
+
 // MR accumulator rows of NV vectors each; MRP is the packed sliver height (stride of a per k).
 template <class S, int MR, int MRP, int NV>
 void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
                  const typename S::T* __restrict__ b, int64_t ldb, typename S::T* c, int64_t ldc,
                  typename S::T alpha, typename S::T beta, int64_t n) {
   using V = typename S::V;
+  // The C tile is touched only at the end; start its (likely L2/L3) lines on the way now.
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NV * S::L - 1), _MM_HINT_T0);
+  }
   V acc[MR][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i)
@@ -21,7 +30,10 @@ void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
   for (int64_t k = 0; k < kc; ++k) {
     V bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + v * S::L);
+    for (int v = 0; v < NV; ++v) {
+      bv[v] = S::load(b + v * S::L);
+      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb + v * S::L), _MM_HINT_T0);
+    }
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       const V ai = S::set1(a[i]);

@@ -6,6 +6,9 @@
 
 namespace cnnext::cpu::gemm_detail {
 
+// Depth of the k chunks a transposing pack walks at a time.
+constexpr int64_t kTransposeChunk = 16;
+
 // op(A)[i0 : i0+mc, k0 : k0+kc] into slivers of mr rows: sliver s at dst + s*mr*kc, element
 // (k, i) at k*mr + i. A partial last sliver is not padded (its kernel reads only its rows).
 template <typename T>
@@ -15,9 +18,13 @@ void pack_a(bool trans, const T* A, int64_t lda, int64_t i0, int64_t k0, int64_t
     const int64_t rows = std::min<int64_t>(mr, mc - s);
     T* d = dst + s * kc;
     if (!trans) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const T* src = A + (i0 + s + i) * lda + k0;
-        for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = src[k];
+      // A transpose: go through k in short chunks so the written lines stay in L1.
+      for (int64_t kb = 0; kb < kc; kb += kTransposeChunk) {
+        const int64_t ke = std::min(kc, kb + kTransposeChunk);
+        for (int64_t i = 0; i < rows; ++i) {
+          const T* src = A + (i0 + s + i) * lda + k0;
+          for (int64_t k = kb; k < ke; ++k) d[k * mr + i] = src[k];
+        }
       }
     } else {
       for (int64_t k = 0; k < kc; ++k) {
@@ -46,9 +53,12 @@ void pack_b(bool trans, const T* B, int64_t ldb, int64_t k0, int64_t j0, int64_t
         for (int64_t j = cols; j < nr; ++j) row[j] = T(0);
       }
     } else {
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* src = B + (j0 + c0 + j) * ldb + k0;
-        for (int64_t k = 0; k < kc; ++k) d[k * nr + j] = src[k];
+      for (int64_t kb = 0; kb < kc; kb += kTransposeChunk) {
+        const int64_t ke = std::min(kc, kb + kTransposeChunk);
+        for (int64_t j = 0; j < cols; ++j) {
+          const T* src = B + (j0 + c0 + j) * ldb + k0;
+          for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = src[k];
+        }
       }
       if (cols < nr)
         for (int64_t k = 0; k < kc; ++k)
