@@ -43,6 +43,8 @@ SHAPES = [  # (M, N, K)
     (29, 65, 401),  # odd K past one block; few rows (in-place B when not transposed)
     (45, 97, 31),  # several row slivers with an edge sliver, 3+ column slivers
     (6, 784, 25),  # conv-shaped: LeNet first layer
+    (6, 25, 1001),  # grad_weight-shaped (A * B^T: dot-product path), K tail
+    (75, 40, 20),  # more rows than the in-place-B limit on every path: packed B
 ]
 
 
@@ -84,7 +86,7 @@ def test_matches_float64_reference(isa, dtype, ta, tb):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (-2.0, 0.75), (0.5, 0.0), (0.0, 0.5), (0.0, 0.0)])
 def test_alpha_beta(isa, dtype, alpha, beta):
-    for (m, n, k), (ta, tb) in zip([(7, 17, 33), (29, 65, 401), (45, 97, 1), (6, 784, 25)], TRANSPOSES):
+    for (m, n, k), (ta, tb) in zip([(7, 17, 33), (6, 25, 1001), (45, 97, 1), (6, 784, 25)], TRANSPOSES):
         a, b = _operands(m, n, k, ta, tb, dtype)
         c = torch.randn(m, n, dtype=dtype)
         out = torch.ops.cnnext.gemm(a, b, ta, tb, alpha, beta, c, isa)
@@ -118,15 +120,18 @@ def test_large_edge_tiles_and_threads(isa):
 @pytest.mark.parametrize("isa", ISAS)
 def test_deterministic_and_thread_count_independent(isa):
     # Every C element is one FMA chain over K in a fixed order, whichever thread computes it,
-    # so the result is bitwise identical across calls and across thread counts.
-    a, b = _operands(300, 517, 450, False, True, torch.float32)
-    first = torch.ops.cnnext.gemm(a, b, False, True, 1.0, 0.0, None, isa)
-    assert torch.equal(first, torch.ops.cnnext.gemm(a, b, False, True, 1.0, 0.0, None, isa))
+    # so the result is bitwise identical across calls and across thread counts. Shapes: the
+    # packed path and the dot-product path.
     threads = torch.get_num_threads()
     try:
-        for t in (1, 2, 3):
-            torch.set_num_threads(t)
+        for m, n, k in [(300, 517, 450), (12, 30, 2000)]:
+            a, b = _operands(m, n, k, False, True, torch.float32)
+            torch.set_num_threads(threads)
+            first = torch.ops.cnnext.gemm(a, b, False, True, 1.0, 0.0, None, isa)
             assert torch.equal(first, torch.ops.cnnext.gemm(a, b, False, True, 1.0, 0.0, None, isa))
+            for t in (1, 2, 3):
+                torch.set_num_threads(t)
+                assert torch.equal(first, torch.ops.cnnext.gemm(a, b, False, True, 1.0, 0.0, None, isa))
     finally:
         torch.set_num_threads(threads)
 

@@ -19,6 +19,9 @@
 namespace cnnext::cpu {
 namespace {
 
+// Fewer multiply-adds than this per thread do not pay for waking another thread.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
+
 using gemm_detail::KernelSet;
 
 template <typename T>
@@ -136,6 +139,32 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
   }
 }
 
+// op(A) * op(B)^T-shaped problems with few rows and columns (conv grad_weight: C_out x
+// C_in*kh*kw over many pixels): dot products straight from the operands, parallel over tiles.
+template <typename T>
+bool use_dot_path(const KernelSet<T>& ks, const Problem<T>& p) {
+  return ks.dot != nullptr && !p.trans_a && p.trans_b && p.K >= 64 &&
+         p.M * p.N <= 16 * (p.M + p.N);
+}
+
+template <typename T>
+void gemm_dot(const KernelSet<T>& ks, const Problem<T>& p) {
+  constexpr int64_t D = gemm_detail::kDotTile;
+  const int64_t tiles_m = (p.M + D - 1) / D, tiles_n = (p.N + D - 1) / D;
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / (D * D * p.K));
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = (t / tiles_n) * D, j = (t % tiles_n) * D;
+      ks.dot(p.K, p.A + i * p.lda, p.lda, p.B + j * p.ldb, p.ldb, p.C + i * p.ldc + j, p.ldc,
+             p.alpha, p.beta, std::min(D, p.M - i), std::min(D, p.N - j));
+    }
+  };
+  if (at::in_parallel_region())
+    run(0, tiles_m * tiles_n);
+  else
+    at::parallel_for(0, tiles_m * tiles_n, grain, run);
+}
+
 // Splits C into tm x tn rectangles (tm * tn <= threads) on sliver boundaries: balance the
 // micro-tiles per thread first, then prefer less packing per thread.
 struct Split {
@@ -159,9 +188,6 @@ Split choose_split(int64_t threads, int64_t slivers_m, int64_t slivers_n, int mr
   }
   return best;
 }
-
-// Fewer multiply-adds than this per thread do not pay for waking another thread.
-constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
 
 template <typename T>
 void gemm_packed(const KernelSet<T>& ks, const Problem<T>& p) {
@@ -208,7 +234,11 @@ void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
     return;
   }
   const Problem<T> p{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
-  gemm_packed(kernel_set<T>(isa), p);
+  const KernelSet<T>& ks = kernel_set<T>(isa);
+  if (use_dot_path(ks, p))
+    gemm_dot(ks, p);
+  else
+    gemm_packed(ks, p);
 }
 
 template <typename T>

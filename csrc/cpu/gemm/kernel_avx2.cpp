@@ -19,6 +19,7 @@ struct F32x8 {
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(T x) { return _mm256_set1_ps(x); }
   static V load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static Mask mask(int64_t n) {
@@ -37,6 +38,7 @@ struct F64x4 {
   static V zero() { return _mm256_setzero_pd(); }
   static V set1(T x) { return _mm256_set1_pd(x); }
   static V load(const T* p) { return _mm256_loadu_pd(p); }
+  static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
   static Mask mask(int64_t n) {
@@ -63,6 +65,7 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
   ks.nc = nc;
   ks.mc = mc;
   FillRows<S, kMR, 2>::fill(ks.rows);
+  ks.dot = &simd_dot<S>;
   return ks;
 }
 

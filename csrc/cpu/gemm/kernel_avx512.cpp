@@ -20,6 +20,7 @@ struct F32x16 {
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(T x) { return _mm512_set1_ps(x); }
   static V load(const T* p) { return _mm512_loadu_ps(p); }
+  static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static Mask mask(int64_t n) { return n >= L ? Mask(0xFFFF) : n <= 0 ? Mask(0) : Mask((1u << n) - 1); }
@@ -35,6 +36,7 @@ struct F64x8 {
   static V zero() { return _mm512_setzero_pd(); }
   static V set1(T x) { return _mm512_set1_pd(x); }
   static V load(const T* p) { return _mm512_loadu_pd(p); }
+  static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
   static Mask mask(int64_t n) { return n >= L ? Mask(0xFF) : n <= 0 ? Mask(0) : Mask((1u << n) - 1); }
@@ -61,6 +63,7 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
   ks.nc = nc;
   ks.mc = mc;
   FillRows<S, kMR, 2>::fill(ks.rows);
+  ks.dot = &simd_dot<S>;
   return ks;
 }
 

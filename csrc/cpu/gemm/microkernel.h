@@ -17,6 +17,15 @@ template <typename T>
 using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
                              T alpha, T beta, int64_t n);
 
+// Dot-product tile for op(A) * op(B) with both operands contiguous along K (A not transposed,
+// B transposed): C[i][j] = alpha * dot(a + i*lda, b + j*ldb) + beta * C[i][j] for i < m,
+// j < n, with m, n <= kDotTile. No packing: for small M and N with large K (conv grad_weight)
+// packing would cost more than the FMAs. Lanes are reduced in a fixed order.
+constexpr int kDotTile = 4;
+template <typename T>
+using DotKernel = void (*)(int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                           int64_t ldc, T alpha, T beta, int64_t m, int64_t n);
+
 template <typename T>
 struct KernelSet {
   int mr = 0;          // rows per packed sliver of op(A)
@@ -25,6 +34,7 @@ struct KernelSet {
   int64_t kc = 0;      // depth of one packed block
   int64_t nc = 0;      // columns of op(B) packed per block (multiple of nr; sized for L2)
   MicroKernel<T> rows[kMaxMR + 1] = {};  // rows[m] computes an m-row tile, 1 <= m <= mr
+  DotKernel<T> dot = nullptr;            // optional (SIMD paths only)
 };
 
 const KernelSet<float>& avx512_kernels_f32();

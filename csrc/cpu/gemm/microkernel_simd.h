@@ -67,6 +67,64 @@ void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
   }
 }
 
+// See DotKernel (microkernel.h). Rows past m (columns past n) repeat row 0 (column 0): computed
+// but never stored, so no read leaves the operands.
+template <class S>
+void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::T* b,
+              int64_t ldb, typename S::T* c, int64_t ldc, typename S::T alpha,
+              typename S::T beta, int64_t m, int64_t n) {
+  using T = typename S::T;
+  using V = typename S::V;
+  constexpr int D = kDotTile;
+  const T* ar[D];
+  const T* br[D];
+#pragma GCC unroll 8
+  for (int i = 0; i < D; ++i) {
+    ar[i] = a + (i < m ? i : 0) * lda;
+    br[i] = b + (i < n ? i : 0) * ldb;
+  }
+  V acc[D][D];
+#pragma GCC unroll 8
+  for (int i = 0; i < D; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < D; ++j) acc[i][j] = S::zero();
+  int64_t k = 0;
+  for (; k + S::L <= K; k += S::L) {
+    V av[D], bv[D];
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i) {
+      av[i] = S::load(ar[i] + k);
+      bv[i] = S::load(br[i] + k);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < D; ++j) acc[i][j] = S::fmadd(av[i], bv[j], acc[i][j]);
+  }
+  if (k < K) {
+    const typename S::Mask tail = S::mask(K - k);
+    V av[D], bv[D];
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i) {
+      av[i] = S::maskz_load(tail, ar[i] + k);
+      bv[i] = S::maskz_load(tail, br[i] + k);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < D; ++j) acc[i][j] = S::fmadd(av[i], bv[j], acc[i][j]);
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      T lanes[S::L];
+      S::store(lanes, acc[i][j]);
+      T sum = T(0);
+      for (int l = 0; l < S::L; ++l) sum += lanes[l];
+      T* out = c + i * ldc + j;
+      *out = beta == T(0) ? alpha * sum : *out * beta + alpha * sum;
+    }
+}
+
 // rows[m] = simd_kernel<S, m, MRP, NV> for m = 1..MRP.
 template <class S, int MRP, int NV, int M = MRP>
 struct FillRows {
