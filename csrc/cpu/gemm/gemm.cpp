@@ -1,63 +1,221 @@
-// Cache-blocked GEMM driver. Each thread owns whole tiles of C (no shared writes), packs the
-// panels of op(A) and op(B) it needs, and sweeps K in a fixed order: deterministic results.
+// GEMM driver, Goto/BLIS style. Each thread owns a rectangle of C (no shared writes) and runs
+//   for jc (nc columns: B block in L2) / pc (kc deep) -> pack op(B) block
+//     for ic (mc rows) -> pack op(A) block
+//       for each mr-row A sliver (stays in L1) / for each nr-column B sliver -> micro-kernel
+// K is swept in one fixed order and every C element is one FMA chain (microkernel.h), so the
+// result is deterministic and independent of the thread count.
 #include "gemm.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <vector>
+#include <cstdlib>
+#include <new>
+
+#include "microkernel.h"
+#include "pack.h"
 
 namespace cnnext::cpu {
 namespace {
 
-constexpr int64_t kMC = 64;   // rows of C per tile
-constexpr int64_t kNC = 256;  // columns of C per tile
-constexpr int64_t kKC = 256;  // depth of one packed panel
+// Fewer multiply-adds than this per thread do not pay for waking another thread.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
+
+using gemm_detail::KernelSet;
 
 template <typename T>
-inline T elem(const T* X, int64_t ld, bool trans, int64_t r, int64_t c) {
-  return trans ? X[c * ld + r] : X[r * ld + c];
+const KernelSet<T>& kernel_set(Isa isa);
+template <>
+const KernelSet<float>& kernel_set<float>(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return gemm_detail::avx512_kernels_f32();
+    case Isa::Avx2: return gemm_detail::avx2_kernels_f32();
+    default: return gemm_detail::portable_kernels_f32();
+  }
+}
+template <>
+const KernelSet<double>& kernel_set<double>(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return gemm_detail::avx512_kernels_f64();
+    case Isa::Avx2: return gemm_detail::avx2_kernels_f64();
+    default: return gemm_detail::portable_kernels_f64();
+  }
 }
 
+// Per-thread packing buffers, reused across calls: fresh pages cost ~1.2 us each to fault in
+// on this VM, more than packing them.
+class ThreadBuffer {
+ public:
+  ~ThreadBuffer() { std::free(data_); }
+  void* get(size_t bytes) {
+    if (bytes > capacity_) {
+      std::free(data_);
+      capacity_ = (bytes + 4095) & ~size_t(4095);
+      data_ = std::aligned_alloc(64, capacity_);
+      if (data_ == nullptr) {
+        capacity_ = 0;
+        throw std::bad_alloc();
+      }
+    }
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
 template <typename T>
-void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
-                  const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const int64_t tiles_m = (M + kMC - 1) / kMC;
-  const int64_t tiles_n = (N + kNC - 1) / kNC;
-  at::parallel_for(0, tiles_m * tiles_n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> a_pack(kMC * kKC), b_pack(kKC * kNC), acc(kMC * kNC);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t i0 = (t / tiles_n) * kMC, j0 = (t % tiles_n) * kNC;
-      const int64_t mb = std::min(kMC, M - i0), nb = std::min(kNC, N - j0);
-      std::fill(acc.begin(), acc.begin() + mb * kNC, T(0));
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        const int64_t kb = std::min(kKC, K - k0);
-        for (int64_t i = 0; i < mb; ++i)
-          for (int64_t k = 0; k < kb; ++k)
-            a_pack[i * kKC + k] = elem(A, lda, trans_a, i0 + i, k0 + k);
-        for (int64_t k = 0; k < kb; ++k)
-          for (int64_t j = 0; j < nb; ++j)
-            b_pack[k * kNC + j] = elem(B, ldb, trans_b, k0 + k, j0 + j);
-        for (int64_t i = 0; i < mb; ++i) {
-          T* __restrict__ row = acc.data() + i * kNC;
-          for (int64_t k = 0; k < kb; ++k) {
-            const T a = a_pack[i * kKC + k];
-            const T* __restrict__ brow = b_pack.data() + k * kNC;
-            for (int64_t j = 0; j < nb; ++j) row[j] += a * brow[j];
+struct Problem {
+  bool trans_a, trans_b;
+  int64_t M, N, K;
+  T alpha;
+  const T* A;
+  int64_t lda;
+  const T* B;
+  int64_t ldb;
+  T beta;
+  T* C;
+  int64_t ldc;
+};
+
+// Up to this many A slivers (rows / mr), op(B) is read in place when not transposed: each B
+// element then meets few A slivers, and packing B would cost a large share of the FMAs
+// (conv forward: M = C_out is often 6..64).
+constexpr int64_t kDirectBMaxSlivers = 5;
+
+// C[m0:m1, n0:n1] on the calling thread.
+template <typename T>
+void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_t m1,
+                 int64_t n0, int64_t n1) {
+  const int mr = ks.mr, nr = ks.nr;
+  const int64_t KC = std::min(ks.kc, p.K);
+  const int64_t NC = std::min(ks.nc, (n1 - n0 + nr - 1) / nr * nr);
+  const int64_t MC = std::min(ks.mc, (m1 - m0 + mr - 1) / mr * mr);
+  const bool direct_b = !p.trans_b && (m1 - m0) <= kDirectBMaxSlivers * mr;
+
+  thread_local ThreadBuffer a_buffer, b_buffer;
+  T* a_pack = static_cast<T*>(a_buffer.get(sizeof(T) * MC * KC));
+  T* b_pack = static_cast<T*>(b_buffer.get(sizeof(T) * NC * KC));
+
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min(NC, n1 - jc);
+    const int64_t slivers_n = (nc + nr - 1) / nr;
+    const int64_t full_n = nc / nr;
+    for (int64_t pc = 0; pc < p.K; pc += KC) {
+      const int64_t kc = std::min(KC, p.K - pc);
+      const T beta = pc == 0 ? p.beta : T(1);  // later K blocks accumulate onto the first
+      if (direct_b)  // only a partial last sliver needs a zero-padded copy
+        gemm_detail::pack_b(false, p.B, p.ldb, pc, jc, kc, nc, nr, full_n, slivers_n, b_pack);
+      else
+        gemm_detail::pack_b(p.trans_b, p.B, p.ldb, pc, jc, kc, nc, nr, 0, slivers_n, b_pack);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = std::min(MC, m1 - ic);
+        gemm_detail::pack_a(p.trans_a, p.A, p.lda, ic, pc, mc, kc, mr, a_pack);
+        T* c_block = p.C + ic * p.ldc + jc;
+        if (direct_b) {
+          // B read in place: keep each B sliver hot while every A sliver passes over it.
+          for (int64_t js = 0; js < slivers_n; ++js) {
+            const bool in_place = js < full_n;
+            const T* b_sliver = in_place ? p.B + pc * p.ldb + jc + js * nr : b_pack + js * kc * nr;
+            const int64_t ldb = in_place ? p.ldb : nr;
+            for (int64_t is = 0; is < mc; is += mr)
+              ks.rows[std::min<int64_t>(mr, mc - is)](kc, a_pack + is * kc, b_sliver, ldb,
+                                                      c_block + is * p.ldc + js * nr, p.ldc,
+                                                      p.alpha, beta, nc - js * nr);
+          }
+        } else {
+          // Packed B block (L2): each A sliver stays in L1 while the B slivers stream past.
+          for (int64_t is = 0; is < mc; is += mr) {
+            const auto kernel = ks.rows[std::min<int64_t>(mr, mc - is)];
+            for (int64_t js = 0; js < slivers_n; ++js)
+              kernel(kc, a_pack + is * kc, b_pack + js * kc * nr, nr,
+                     c_block + is * p.ldc + js * nr, p.ldc, p.alpha, beta, nc - js * nr);
           }
         }
       }
-      for (int64_t i = 0; i < mb; ++i) {
-        T* crow = C + (i0 + i) * ldc + j0;
-        const T* arow = acc.data() + i * kNC;
-        if (beta == T(0)) {
-          for (int64_t j = 0; j < nb; ++j) crow[j] = alpha * arow[j];
-        } else {
-          for (int64_t j = 0; j < nb; ++j) crow[j] = alpha * arow[j] + beta * crow[j];
-        }
-      }
     }
+  }
+}
+
+// op(A) * op(B)^T-shaped problems with few rows and columns (conv grad_weight: C_out x
+// C_in*kh*kw over many pixels): dot products straight from the operands, parallel over tiles.
+template <typename T>
+bool use_dot_path(const KernelSet<T>& ks, const Problem<T>& p) {
+  return ks.dot != nullptr && !p.trans_a && p.trans_b && p.K >= 64 &&
+         p.M * p.N <= 16 * (p.M + p.N);
+}
+
+template <typename T>
+void gemm_dot(const KernelSet<T>& ks, const Problem<T>& p) {
+  constexpr int64_t D = gemm_detail::kDotTile;
+  const int64_t tiles_m = (p.M + D - 1) / D, tiles_n = (p.N + D - 1) / D;
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / (D * D * p.K));
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = (t / tiles_n) * D, j = (t % tiles_n) * D;
+      ks.dot(p.K, p.A + i * p.lda, p.lda, p.B + j * p.ldb, p.ldb, p.C + i * p.ldc + j, p.ldc,
+             p.alpha, p.beta, std::min(D, p.M - i), std::min(D, p.N - j));
+    }
+  };
+  if (at::in_parallel_region())
+    run(0, tiles_m * tiles_n);
+  else
+    at::parallel_for(0, tiles_m * tiles_n, grain, run);
+}
+
+// Splits C into tm x tn rectangles (tm * tn <= threads) on sliver boundaries: balance the
+// micro-tiles per thread first, then prefer less packing per thread.
+struct Split {
+  int64_t tm = 1, tn = 1;
+};
+
+Split choose_split(int64_t threads, int64_t slivers_m, int64_t slivers_n, int mr, int nr) {
+  Split best;
+  int64_t best_tiles = slivers_m * slivers_n, best_pack = slivers_m * mr + slivers_n * nr;
+  for (int64_t tm = 1; tm <= threads; ++tm) {
+    if (threads % tm != 0) continue;
+    const int64_t tn = threads / tm;
+    if (tm > slivers_m || tn > slivers_n) continue;
+    const int64_t per_m = (slivers_m + tm - 1) / tm, per_n = (slivers_n + tn - 1) / tn;
+    const int64_t tiles = per_m * per_n, pack = per_m * mr + per_n * nr;
+    if (tiles < best_tiles || (tiles == best_tiles && pack < best_pack)) {
+      best = {tm, tn};
+      best_tiles = tiles;
+      best_pack = pack;
+    }
+  }
+  return best;
+}
+
+template <typename T>
+void gemm_packed(const KernelSet<T>& ks, const Problem<T>& p) {
+  const int64_t slivers_m = (p.M + ks.mr - 1) / ks.mr;
+  const int64_t slivers_n = (p.N + ks.nr - 1) / ks.nr;
+  int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  threads = std::max<int64_t>(1, std::min(threads, p.M * p.N * p.K / kMinWorkPerThread));
+  // Only thread counts that split evenly into a grid are used; fall back to one less.
+  Split split;
+  while (threads > 1) {
+    split = choose_split(threads, slivers_m, slivers_n, ks.mr, ks.nr);
+    if (split.tm * split.tn == threads) break;
+    --threads;
+  }
+  const int64_t parts = split.tm * split.tn;
+  const int64_t per_m = (slivers_m + split.tm - 1) / split.tm * ks.mr;
+  const int64_t per_n = (slivers_n + split.tn - 1) / split.tn * ks.nr;
+  auto run = [&](int64_t part) {
+    const int64_t m0 = (part / split.tn) * per_m, n0 = (part % split.tn) * per_n;
+    const int64_t m1 = std::min(p.M, m0 + per_m), n1 = std::min(p.N, n0 + per_n);
+    if (m0 < m1 && n0 < n1) gemm_region(ks, p, m0, m1, n0, n1);
+  };
+  if (parts == 1) {
+    run(0);
+    return;
+  }
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) run(part);
   });
 }
 
@@ -66,7 +224,8 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
 template <typename T>
 void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
               const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  (void)isa;  // one portable path for now; ISA micro-kernels plug in here
+  TORCH_CHECK(static_cast<int>(isa) <= static_cast<int>(best_supported_isa()),
+              "cnnext: gemm isa='", isa_name(isa), "' is not supported by this CPU");
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {
     for (int64_t i = 0; i < M; ++i)
@@ -74,7 +233,12 @@ void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
         C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
     return;
   }
-  gemm_blocked(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const Problem<T> p{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+  const KernelSet<T>& ks = kernel_set<T>(isa);
+  if (use_dot_path(ks, p))
+    gemm_dot(ks, p);
+  else
+    gemm_packed(ks, p);
 }
 
 template <typename T>

@@ -1,0 +1,66 @@
+// Portable micro-kernels (plain C++; the compiler vectorises for the baseline ISA). Used on
+// CPUs without AVX2+FMA and as the reference path the tests compare the SIMD kernels against.
+#include "microkernel.h"
+
+namespace cnnext::cpu::gemm_detail {
+namespace {
+
+template <typename T, int MR, int MRP, int NR>
+void portable_kernel(int64_t kc, const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
+                     T* c, int64_t ldc, T alpha, T beta, int64_t n) {
+  T acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a[i];
+      for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+    }
+    a += MRP;
+    b += ldb;
+  }
+  const int64_t cols = n < NR ? n : NR;
+  for (int i = 0; i < MR; ++i) {
+    T* row = c + i * ldc;
+    if (beta == T(0)) {
+      for (int64_t j = 0; j < cols; ++j) row[j] = acc[i][j] * alpha;
+    } else {
+      for (int64_t j = 0; j < cols; ++j) row[j] = row[j] * beta + acc[i][j] * alpha;
+    }
+  }
+}
+
+template <typename T, int MRP, int NR, int M = MRP>
+struct FillRows {
+  static void fill(MicroKernel<T>* rows) {
+    rows[M] = &portable_kernel<T, M, MRP, NR>;
+    FillRows<T, MRP, NR, M - 1>::fill(rows);
+  }
+};
+template <typename T, int MRP, int NR>
+struct FillRows<T, MRP, NR, 0> {
+  static void fill(MicroKernel<T>*) {}
+};
+
+template <typename T, int MR, int NR>
+KernelSet<T> make_set() {
+  KernelSet<T> ks;
+  ks.mr = MR;
+  ks.nr = NR;
+  ks.kc = 256;
+  ks.nc = 1024;
+  ks.mc = 64 * MR;
+  FillRows<T, MR, NR>::fill(ks.rows);
+  return ks;
+}
+
+}  // namespace
+
+const KernelSet<float>& portable_kernels_f32() {
+  static const KernelSet<float> ks = make_set<float, 4, 8>();
+  return ks;
+}
+const KernelSet<double>& portable_kernels_f64() {
+  static const KernelSet<double> ks = make_set<double, 4, 4>();
+  return ks;
+}
+
+}  // namespace cnnext::cpu::gemm_detail

@@ -1,0 +1,47 @@
+#pragma once
+// Internal contract between the GEMM driver (gemm.cpp) and the per-ISA micro-kernels.
+//
+// A micro-kernel computes one tile of C from packed operands:
+//   C[i][j] = alpha * sum_k a[k*mr + i] * b[k*ldb + j] + beta * C[i][j]
+// for i < rows (fixed per kernel, <= mr) and j < n (n <= nr). beta == 0 never reads C.
+// The kernel reads all nr columns of b (the driver zero-pads partial slivers, so no read ever
+// leaves a buffer) and only `rows` rows of a. Each C element is one FMA chain over k in order,
+// so the result does not depend on the tile (or thread) that computed it.
+#include <cstdint>
+
+namespace cnnext::cpu::gemm_detail {
+
+constexpr int kMaxMR = 16;
+
+template <typename T>
+using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
+                             T alpha, T beta, int64_t n);
+
+// Dot-product tile for op(A) * op(B) with both operands contiguous along K (A not transposed,
+// B transposed): C[i][j] = alpha * dot(a + i*lda, b + j*ldb) + beta * C[i][j] for i < m,
+// j < n, with m, n <= kDotTile. No packing: for small M and N with large K (conv grad_weight)
+// packing would cost more than the FMAs. Lanes are reduced in a fixed order.
+constexpr int kDotTile = 4;
+template <typename T>
+using DotKernel = void (*)(int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                           int64_t ldc, T alpha, T beta, int64_t m, int64_t n);
+
+template <typename T>
+struct KernelSet {
+  int mr = 0;          // rows per packed sliver of op(A)
+  int nr = 0;          // columns per packed sliver of op(B)
+  int64_t mc = 0;      // rows of op(A) packed per block (multiple of mr)
+  int64_t kc = 0;      // depth of one packed block
+  int64_t nc = 0;      // columns of op(B) packed per block (multiple of nr; sized for L2)
+  MicroKernel<T> rows[kMaxMR + 1] = {};  // rows[m] computes an m-row tile, 1 <= m <= mr
+  DotKernel<T> dot = nullptr;            // optional (SIMD paths only)
+};
+
+const KernelSet<float>& avx512_kernels_f32();
+const KernelSet<double>& avx512_kernels_f64();
+const KernelSet<float>& avx2_kernels_f32();
+const KernelSet<double>& avx2_kernels_f64();
+const KernelSet<float>& portable_kernels_f32();
+const KernelSet<double>& portable_kernels_f64();
+
+}  // namespace cnnext::cpu::gemm_detail

@@ -1,0 +1,139 @@
+#pragma once
+// The SIMD micro-kernel body, shared by the AVX-512 and AVX2 translation units. Each includes
+// this inside an anonymous namespace after its `#pragma GCC target`, with a vector-traits
+// struct S providing: T, V, Mask, L (lanes), zero, set1, load, fmadd, mul, mask, maskz_load,
+// mask_store. Nothing here may include a standard header (ODR: an inline function compiled for
+// AVX-512 must never be chosen by the linker for the generic build).
+
+// How many k rows ahead the kernel prefetches op(B) (matters when B is read in place).
+constexpr int64_t kPrefetchRows = CNNEXT_PF_ROWS;
+
+// MR accumulator rows of NV vectors each; MRP is the packed sliver height (stride of a per k).
+template <class S, int MR, int MRP, int NV>
+void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
+                 const typename S::T* __restrict__ b, int64_t ldb, typename S::T* c, int64_t ldc,
+                 typename S::T alpha, typename S::T beta, int64_t n) {
+  using V = typename S::V;
+  // The C tile is touched only at the end; start its (likely L2/L3) lines on the way now.
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NV * S::L - 1), _MM_HINT_T0);
+  }
+  V acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = S::zero();
+
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      bv[v] = S::load(b + v * S::L);
+      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb + v * S::L), _MM_HINT_T0);
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const V ai = S::set1(a[i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = S::fmadd(ai, bv[v], acc[i][v]);
+    }
+    a += MRP;
+    b += ldb;
+  }
+
+  typename S::Mask masks[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) masks[v] = S::mask(n - v * S::L);
+  const V va = S::set1(alpha);
+  if (beta == typename S::T(0)) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        S::mask_store(c + i * ldc + v * S::L, masks[v], S::mul(acc[i][v], va));
+  } else {
+    const V vb = S::set1(beta);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        typename S::T* p = c + i * ldc + v * S::L;
+        const V old = S::maskz_load(masks[v], p);
+        S::mask_store(p, masks[v], S::fmadd(old, vb, S::mul(acc[i][v], va)));
+      }
+  }
+}
+
+// See DotKernel (microkernel.h). Rows past m (columns past n) repeat row 0 (column 0): computed
+// but never stored, so no read leaves the operands.
+template <class S>
+void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::T* b,
+              int64_t ldb, typename S::T* c, int64_t ldc, typename S::T alpha,
+              typename S::T beta, int64_t m, int64_t n) {
+  using T = typename S::T;
+  using V = typename S::V;
+  constexpr int D = kDotTile;
+  const T* ar[D];
+  const T* br[D];
+#pragma GCC unroll 8
+  for (int i = 0; i < D; ++i) {
+    ar[i] = a + (i < m ? i : 0) * lda;
+    br[i] = b + (i < n ? i : 0) * ldb;
+  }
+  V acc[D][D];
+#pragma GCC unroll 8
+  for (int i = 0; i < D; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < D; ++j) acc[i][j] = S::zero();
+  int64_t k = 0;
+  for (; k + S::L <= K; k += S::L) {
+    V av[D], bv[D];
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i) {
+      av[i] = S::load(ar[i] + k);
+      bv[i] = S::load(br[i] + k);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < D; ++j) acc[i][j] = S::fmadd(av[i], bv[j], acc[i][j]);
+  }
+  if (k < K) {
+    const typename S::Mask tail = S::mask(K - k);
+    V av[D], bv[D];
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i) {
+      av[i] = S::maskz_load(tail, ar[i] + k);
+      bv[i] = S::maskz_load(tail, br[i] + k);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < D; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < D; ++j) acc[i][j] = S::fmadd(av[i], bv[j], acc[i][j]);
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      T lanes[S::L];
+      S::store(lanes, acc[i][j]);
+      T sum = T(0);
+      for (int l = 0; l < S::L; ++l) sum += lanes[l];
+      T* out = c + i * ldc + j;
+      *out = beta == T(0) ? alpha * sum : *out * beta + alpha * sum;
+    }
+}
+
+// rows[m] = simd_kernel<S, m, MRP, NV> for m = 1..MRP.
+template <class S, int MRP, int NV, int M = MRP>
+struct FillRows {
+  static void fill(MicroKernel<typename S::T>* rows) {
+    rows[M] = &simd_kernel<S, M, MRP, NV>;
+    FillRows<S, MRP, NV, M - 1>::fill(rows);
+  }
+};
+template <class S, int MRP, int NV>
+struct FillRows<S, MRP, NV, 0> {
+  static void fill(MicroKernel<typename S::T>*) {}
+};
