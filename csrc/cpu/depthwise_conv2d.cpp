@@ -1,0 +1,150 @@
+#include "depthwise_conv2d.h"
+
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "conv2d_workspace.h"
+#include "gemm/gemm.h"
+
+namespace cnnext::cpu {
+namespace {
+
+// Geometry of the padded, stride-phase-split copy of one input plane.
+struct DwLayout {
+  int64_t H, W, OH, OW;
+  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+  int64_t PH, PW;      // padded extent actually read by some window
+  int64_t Q;           // columns per stride phase
+  int64_t row_stride;  // sw * Q
+};
+
+template <typename T>
+struct DwJob {
+  DwLayout L;
+  int64_t in_channels, out_channels, multiplier;
+  const T* in;
+  const T* w;
+  const T* bias;
+  T* out;
+  const T* grad_output;
+  T* grad_input;
+  T* partial;  // [batch][out_channels][kh*kw] grad_weight per image, or null
+};
+
+DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
+  DwLayout L;
+  L.H = g.in_h, L.W = g.in_w, L.OH = g.out_h, L.OW = g.out_w;
+  L.kh = g.kernel_h, L.kw = g.kernel_w;
+  L.sh = p.stride[0], L.sw = p.stride[1];
+  L.ph = p.padding[0], L.pw = p.padding[1];
+  L.dh = p.dilation[0], L.dw = p.dilation[1];
+  L.PH = (L.OH - 1) * L.sh + (L.kh - 1) * L.dh + 1;
+  L.PW = (L.OW - 1) * L.sw + (L.kw - 1) * L.dw + 1;
+  L.Q = (L.PW + L.sw - 1) / L.sw;
+  L.row_stride = L.sw * L.Q;
+  return L;
+}
+
+}  // namespace
+
+// The same loops compiled for each ISA; active_isa() picks one at run time.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
+namespace isa_avx512 {
+namespace {
+#include "depthwise_conv2d_kernels.inc"
+}
+}  // namespace isa_avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+namespace {
+#include "depthwise_conv2d_kernels.inc"
+}
+}  // namespace isa_avx2
+#pragma GCC pop_options
+
+namespace isa_portable {
+namespace {
+#include "depthwise_conv2d_kernels.inc"
+}
+}  // namespace isa_portable
+
+namespace {
+
+template <typename T>
+void run_jobs(const DwJob<T>& job, int64_t jobs, bool backward) {
+  using Fn = void (*)(const DwJob<T>&, int64_t, int64_t);
+  Fn fn;
+  switch (active_isa()) {
+    case Isa::Avx512:
+      fn = backward ? &isa_avx512::backward_range<T> : &isa_avx512::forward_range<T>;
+      break;
+    case Isa::Avx2:
+      fn = backward ? &isa_avx2::backward_range<T> : &isa_avx2::forward_range<T>;
+      break;
+    default:
+      fn = backward ? &isa_portable::backward_range<T> : &isa_portable::forward_range<T>;
+  }
+  at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) { fn(job, begin, end); });
+}
+
+template <typename T>
+DwJob<T> make_job(const Conv2dGeometry& g, const Conv2dParams& p) {
+  DwJob<T> J{};
+  J.L = make_layout(g, p);
+  J.in_channels = g.in_channels;
+  J.out_channels = g.out_channels;
+  J.multiplier = g.out_channels / g.in_channels;
+  return J;
+}
+
+}  // namespace
+
+template <typename T>
+void depthwise_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
+                              const Conv2dGeometry& g, const Conv2dParams& p) {
+  DwJob<T> J = make_job<T>(g, p);
+  J.in = in, J.w = w, J.bias = bias, J.out = out;
+  run_jobs(J, g.batch * g.in_channels, false);
+}
+
+template <typename T>
+void depthwise_conv2d_backward(const T* grad_output, const T* in, const T* w, T* grad_input,
+                               T* grad_weight, const Conv2dGeometry& g, const Conv2dParams& p) {
+  DwJob<T> J = make_job<T>(g, p);
+  J.in = in, J.w = w, J.grad_output = grad_output, J.grad_input = grad_input;
+  const int64_t kk = g.kernel_h * g.kernel_w;
+  std::vector<T> partial;
+  if (grad_weight != nullptr) {
+    partial.resize(static_cast<size_t>(g.batch * g.out_channels * kk));
+    J.partial = partial.data();
+  }
+  run_jobs(J, g.batch * g.in_channels, true);
+  if (grad_weight != nullptr) {
+    // Sum the per-image partials in batch order: independent of how jobs met threads.
+    const int64_t per_image = g.out_channels * kk;
+    for (int64_t i = 0; i < per_image; ++i) grad_weight[i] = T(0);
+    for (int64_t n = 0; n < g.batch; ++n) {
+      const T* src = partial.data() + n * per_image;
+      for (int64_t i = 0; i < per_image; ++i) grad_weight[i] += src[i];
+    }
+  }
+}
+
+template void depthwise_conv2d_forward<float>(const float*, const float*, const float*, float*,
+                                              const Conv2dGeometry&, const Conv2dParams&);
+template void depthwise_conv2d_forward<double>(const double*, const double*, const double*,
+                                               double*, const Conv2dGeometry&,
+                                               const Conv2dParams&);
+template void depthwise_conv2d_backward<float>(const float*, const float*, const float*, float*,
+                                               float*, const Conv2dGeometry&,
+                                               const Conv2dParams&);
+template void depthwise_conv2d_backward<double>(const double*, const double*, const double*,
+                                                double*, double*, const Conv2dGeometry&,
+                                                const Conv2dParams&);
+
+}  // namespace cnnext::cpu

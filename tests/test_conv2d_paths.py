@@ -1,0 +1,169 @@
+"""Each CPU conv2d path, forced, against torch: forward and every gradient.
+
+Paths: the direct depthwise kernel (one input channel per output channel, per ISA), im2col +
+GEMM with the column workspace chunked by output rows (tiny budget), several small images per
+GEMM (default budget), the 1x1 pointwise GEMM, plus batch 0, odd batches, non-contiguous
+tensors, a thread count of 1 and 2, and bit-identical repeats.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnext
+from conftest import assert_close
+
+# (N, C_in, H, W, C_out, k, stride, padding, dilation, groups)
+DEPTHWISE = [
+    (2, 4, 9, 11, 4, 3, 1, 1, 1, 4),
+    (3, 3, 12, 10, 6, 3, 2, 1, 1, 3),     # channel multiplier 2, stride 2
+    (2, 2, 13, 9, 2, (3, 5), (2, 3), (2, 1), (1, 2), 2),
+    (1, 5, 7, 7, 5, 5, 1, 2, 2, 5),
+    (5, 1, 10, 10, 3, 5, 1, 2, 1, 1),     # a single-channel first layer (LeNet-like)
+    (2, 3, 8, 8, 3, 3, 3, 0, 1, 3),       # stride 3: three phases
+    (2, 2, 6, 6, 2, 1, 1, 0, 1, 2),       # 1x1 depthwise
+]
+GENERAL = [
+    (3, 5, 9, 11, 7, 3, 1, 1, 1, 1),
+    (2, 4, 12, 10, 6, 3, 2, 1, 1, 2),
+    (5, 3, 11, 11, 4, (3, 2), (2, 1), (1, 2), (2, 1), 1),
+    (4, 6, 8, 8, 9, 3, 1, 2, 2, 3),
+    (3, 8, 7, 9, 4, 1, 1, 0, 1, 1),       # pointwise: the image is the column matrix
+    (2, 8, 7, 9, 6, 1, 1, 0, 1, 2),       # grouped pointwise
+    (3, 4, 9, 9, 5, 1, 2, 1, 1, 1),       # 1x1 with stride/padding: not pointwise
+    (1, 3, 15, 13, 4, 5, 1, 2, 1, 1),     # batch 1: parallelism inside the GEMM
+]
+PATHS = {
+    "auto": {},
+    "chunked": {"CNNEXT_CONV_WORKSPACE_BYTES": "256", "CNNEXT_CONV_ALGO": "im2col"},
+    "im2col": {"CNNEXT_CONV_ALGO": "im2col"},
+}
+
+
+def _set_env(monkeypatch, env):
+    for k in ("CNNEXT_CONV_WORKSPACE_BYTES", "CNNEXT_CONV_ALGO", "CNNEXT_ISA"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+
+def _run(fn, x, w, b, cfg, go):
+    stride, padding, dilation, groups = cfg
+    x = x.detach().requires_grad_()
+    w = w.detach().requires_grad_()
+    b = b.detach().requires_grad_() if b is not None else None
+    y = fn(x, w, b, stride, padding, dilation, groups)
+    y.backward(go)
+    return y.detach(), x.grad, w.grad, (b.grad if b is not None else None)
+
+
+def _check(shape, dtype, bias=True, noncontig=False):
+    n, c, h, wd, co, k, s, p, d, g = shape
+    k = (k, k) if isinstance(k, int) else k
+    x = torch.randn(n, c, h, wd, dtype=dtype)
+    w = torch.randn(co, c // g, *k, dtype=dtype)
+    b = torch.randn(co, dtype=dtype) if bias else None
+    if noncontig:  # channels-last storage and a transposed-then-back weight
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.transpose(2, 3).contiguous().transpose(2, 3)
+    cfg = (s, p, d, g)
+    ref_y = F.conv2d(x, w, b, *cfg)
+    go = torch.randn_like(ref_y)
+    if noncontig:  # grad_output with a zero stride
+        go = torch.randn(1, *ref_y.shape[1:], dtype=dtype).expand_as(ref_y)
+    ours = _run(cnnext.functional.conv2d, x, w, b, cfg, go)
+    ref = _run(F.conv2d, x, w, b, cfg, go)
+    for a, e in zip(ours, ref):
+        if e is None:
+            assert a is None
+        else:
+            assert_close(a, e, dtype)
+    return ours
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("path", ["auto", "im2col"])
+@pytest.mark.parametrize("shape", DEPTHWISE)
+def test_depthwise_shapes(monkeypatch, shape, path, dtype):
+    _set_env(monkeypatch, PATHS[path])
+    _check(shape, dtype)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_depthwise_each_isa(monkeypatch, isa):
+    _set_env(monkeypatch, {"CNNEXT_ISA": isa})
+    for shape in DEPTHWISE[:3]:
+        _check(shape, torch.float32)
+        _check(shape, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("path", ["auto", "chunked"])
+@pytest.mark.parametrize("shape", GENERAL)
+def test_im2col_shapes(monkeypatch, shape, path, dtype):
+    _set_env(monkeypatch, PATHS[path])
+    _check(shape, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("path", ["auto", "chunked", "im2col"])
+def test_thread_counts_and_odd_batches(monkeypatch, path, threads):
+    _set_env(monkeypatch, PATHS[path])
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n in (1, 3, 7):  # remainders of the image groups and of the grad_weight parts
+            _check((n, 4, 6, 7, 5, 3, 1, 1, 1, 1), torch.float64)
+            _check((n, 4, 6, 7, 4, 3, 2, 1, 1, 4), torch.float64)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("path", ["auto", "chunked"])
+def test_noncontiguous_and_no_bias(monkeypatch, path):
+    _set_env(monkeypatch, PATHS[path])
+    for shape in (GENERAL[0], GENERAL[4], DEPTHWISE[1]):
+        _check(shape, torch.float64, bias=False, noncontig=True)
+        _check(shape, torch.float32, bias=True, noncontig=True)
+
+
+@pytest.mark.parametrize("path", ["auto", "chunked"])
+def test_batch_zero(monkeypatch, path):
+    _set_env(monkeypatch, PATHS[path])
+    for shape in ((0, 4, 6, 6, 4, 3, 1, 1, 1, 4), (0, 3, 6, 6, 5, 3, 1, 1, 1, 1)):
+        n, c, h, wd, co, k, s, p, d, g = shape
+        x = torch.randn(n, c, h, wd, requires_grad=True)
+        w = torch.randn(co, c // g, k, k, requires_grad=True)
+        b = torch.randn(co, requires_grad=True)
+        y = cnnext.functional.conv2d(x, w, b, s, p, d, g)
+        assert y.shape == F.conv2d(x, w, b, s, p, d, g).shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+        assert torch.equal(w.grad, torch.zeros_like(w))
+        assert torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_zero_input_channels_gives_bias():
+    x = torch.randn(2, 0, 5, 5)
+    w = torch.randn(3, 0, 3, 3)
+    b = torch.randn(3)
+    y = cnnext.functional.conv2d(x, w, b, padding=1)
+    assert_close(y, b.view(1, 3, 1, 1).expand(2, 3, 5, 5))
+
+
+@pytest.mark.parametrize("path", ["auto", "chunked", "im2col"])
+def test_bit_identical_repeats(monkeypatch, path):
+    _set_env(monkeypatch, PATHS[path])
+    for shape in (GENERAL[0], GENERAL[1], DEPTHWISE[1], DEPTHWISE[4]):
+        torch.manual_seed(1)
+        first = _check(shape, torch.float32)
+        torch.manual_seed(1)
+        second = _check(shape, torch.float32)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
+
+
+def test_chunked_matches_unchunked_layer_sized(monkeypatch):
+    """A mid-sized layer (several row chunks per image, several images) in float64."""
+    _set_env(monkeypatch, {"CNNEXT_CONV_WORKSPACE_BYTES": str(64 * 1024)})
+    _check((3, 16, 20, 20, 8, 3, 1, 1, 1, 1), torch.float64)
+    _check((3, 16, 20, 20, 8, 3, 2, 1, 1, 2), torch.float64)
