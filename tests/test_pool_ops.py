@@ -34,7 +34,7 @@ def _max_samples():
     yield (_x((1, 1, 1, 1)), [1, 1], [1, 1], [0, 0], [1, 1], False)
 
 
-@pytest.mark.parametrize("sample", list(_max_samples()), ids=str)
+@pytest.mark.parametrize("sample", list(_max_samples()), ids=lambda s: f"{list(s[0].shape)}-{s[1:]}")
 def test_opcheck_max_pool2d(sample):
     torch.library.opcheck(ops.max_pool2d, sample)
     x = sample[0].detach()
