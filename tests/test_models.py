@@ -119,3 +119,21 @@ def test_compile_fullgraph_matches_eager():
     xe = x.clone().requires_grad_()
     (g_eager,) = torch.autograd.grad(model(xe).sum(), xe)
     assert_close(g_compiled, g_eager)
+
+
+def test_compile_dynamic_shapes_match_eager():
+    """The fake kernels' shape arithmetic also works on symbolic sizes (ceil_mode included)."""
+    torch._dynamo.reset()
+
+    def pools(f, x):
+        out, idx = f.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+        return (out.sum() + f.avg_pool2d(x, 2, ceil_mode=True).sum()
+                + f.adaptive_avg_pool2d(x, (2, None)).sum()
+                + f.adaptive_max_pool2d(x, 3).sum()), idx
+
+    compiled = torch.compile(lambda x: pools(cnnext.functional, x), dynamic=True, fullgraph=True)
+    for shape in [(2, 3, 9, 8), (1, 2, 12, 7)]:
+        x = torch.randn(shape)
+        (a, i), (b, j) = compiled(x), pools(torch.nn.functional, x)
+        assert_close(a, b)
+        assert torch.equal(i, j)
