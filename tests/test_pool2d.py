@@ -256,9 +256,9 @@ GRAD_CASES = [
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("name,fn", GRAD_CASES)
 def test_gradcheck_and_gradgradcheck(device, name, fn, channels_last):
-    x = distinct((2, 2, 7, 6), torch.float64, device, channels_last).requires_grad_()
+    x = distinct((1, 2, 6, 5), torch.float64, device, channels_last).requires_grad_()
     assert torch.autograd.gradcheck(fn, (x,))
-    assert torch.autograd.gradgradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
 
 
 # ---- MaxUnpool2d round trip ---------------------------------------------------------------
