@@ -80,3 +80,18 @@ def test_compile_functional_with_batchless_and_channels_last():
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     for x in (torch.randn(3, 7, 6), torch.randn(2, 3, 7, 6).to(memory_format=torch.channels_last)):
         assert_close(compiled(x), f(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [(dict(padding=(0, -2)), "padding=[0, -2]"), (dict(stride=0), "stride=[0, 0]"),
+     (dict(dilation=3), "Kernel size")],
+)
+def test_compile_reports_bad_arguments(kwargs, words):
+    # The fake kernel checks what it needs to form sizes, with the real kernel's messages.
+    torch._dynamo.reset()
+    w = torch.randn(4, 3, 3, 3)
+    compiled = torch.compile(lambda x: cnnext.functional.conv2d(x, w, **kwargs), fullgraph=True,
+                             backend="aot_eager")
+    with pytest.raises(RuntimeError, match=r"cnnext\.conv2d: .*" + words.replace("[", r"\[")):
+        compiled(torch.randn(1, 3, 5, 5))
