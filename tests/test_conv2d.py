@@ -4,6 +4,7 @@ two axes appears in at least one case, where the pair is possible at all), plus 
 edge cases torch's conv2d accepts beyond float32/float64."""
 import itertools
 import random
+import zlib
 
 import pytest
 import torch
@@ -135,7 +136,7 @@ def _run_both(input, weight, bias, grad_layout, gen, **kwargs):
 
 @pytest.mark.parametrize("cfg", CASES, ids=[_case_id(c) for c in CASES])
 def test_conv2d_matches_torch(cfg, device):
-    gen = torch.Generator().manual_seed(hash(_case_id(cfg)) % 2**31)
+    gen = torch.Generator().manual_seed(zlib.crc32(_case_id(cfg).encode()))
     dtype = cfg["dtype"]
     cin, cout, groups = _channels(cfg["groups"], gen)
     h, w = cfg["size"]
