@@ -1,5 +1,5 @@
 """Output-size arithmetic for the fake kernels (csrc/common holds the checks and the same rules
-for the real kernels; tests/test_fake_shapes.py proves the two agree). Written with plain
+for the real kernels; tests/test_opcheck.py proves the two agree). Written with plain
 integer arithmetic so it also works on SymInts under torch.compile."""
 
 

@@ -1,5 +1,6 @@
 """torch.nn.functional-compatible functions backed by the cnnext operators."""
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
@@ -62,11 +63,32 @@ def _same_padding(input, weight, stride, dilation):
     return input, tuple(left)
 
 
+def _conv_op(input, weight, bias, *params):
+    """The conv2d operator, with forward-mode AD (torch.func.jvp, forward_ad) added: custom
+    operators have none, and would silently drop tangents. conv2d is linear in each argument:
+    d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db."""
+    if fwAD._current_level < 0:
+        return _cnnext.conv2d(input, weight, bias, *params)
+    unpacked = [fwAD.unpack_dual(t) if t is not None else (None, None) for t in (input, weight, bias)]
+    if all(tangent is None for _, tangent in unpacked):
+        return _cnnext.conv2d(input, weight, bias, *params)
+    (x, dx), (w, dw), (b, db) = unpacked
+    out = _cnnext.conv2d(x, w, b, *params)
+    tangent = torch.zeros_like(out)
+    if dx is not None:
+        tangent = tangent + _cnnext.conv2d(dx, w, None, *params)
+    if dw is not None:
+        tangent = tangent + _cnnext.conv2d(x, dw, None, *params)
+    if db is not None:
+        tangent = tangent + db.view(-1, 1, 1)
+    return fwAD.make_dual(out, tangent)
+
+
 def _complex_conv2d(input, weight, bias, *params):
     """Complex convolution from real ones, (a + ib)(c + id) = (ac - bd) + i(ad + bc), as torch
     does; autograd through .real/.imag gives torch's complex gradients."""
     def conv(x, w):
-        return _cnnext.conv2d(x, w, None, *params)
+        return _conv_op(x, w, None, *params)
 
     xr, xi, wr, wi = input.real, input.imag, weight.real, weight.imag
     out = torch.complex(conv(xr, wr) - conv(xi, wi), conv(xr, wi) + conv(xi, wr))
@@ -79,7 +101,7 @@ def _conv2d_any_dtype(input, weight, bias, *params):
     if dtype in _NATIVE or not same_dtypes or input.device.type != "cpu":
         # Mismatched dtypes and other devices go straight to the operator, which raises
         # torch's error (or, on CUDA, computes the dtype natively).
-        return _cnnext.conv2d(input, weight, bias, *params)
+        return _conv_op(input, weight, bias, *params)
     compute = _CPU_COMPUTE_DTYPE.get(dtype)
     if compute is None:
         raise NotImplementedError(f"cnnext.conv2d: \"conv2d\" not implemented for '{dtype}'")
@@ -94,10 +116,23 @@ def _conv2d_any_dtype(input, weight, bias, *params):
     if compute.is_complex:
         out = _complex_conv2d(input, weight, bias, *params)
     else:
-        out = _cnnext.conv2d(input, weight, bias, *params)
+        out = _conv_op(input, weight, bias, *params)
     if not dtype.is_floating_point and not dtype.is_complex:
         out = out.round().to(torch.int64)  # exact integers; the cast below wraps like torch
     return out.to(dtype)
+
+
+def _autocast(*tensors):
+    """torch.autocast runs conv2d in its lower-precision dtype: floating tensors other than
+    float64 are cast to it (our operators are not on autocast's lists, so it is done here)."""
+    device = tensors[0].device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return tensors
+    target = torch.get_autocast_dtype(device)
+    return tuple(
+        t.to(target) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in tensors
+    )
 
 
 def _channels_last(t):
@@ -133,6 +168,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     else:
         padding = pair(padding, "padding")
 
+    input, weight, bias = _autocast(input, weight, bias)
     out = _conv2d_any_dtype(input, weight, bias, stride, padding, dilation, groups)
     if input.shape[1] == 0:
         # torch gives a zero-channel output when the input has no channels (its "empty"

@@ -16,7 +16,21 @@ ops = torch.ops.cnnext
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(input.dim() == 4, lambda: "cnnext.conv2d: expected 4D input")
     torch._check(weight.dim() == 4, lambda: "cnnext.conv2d: expected 4D weight")
+    # The checks torch.compile needs before sizes are formed (the real kernel checks the rest
+    # with csrc/common/conv_shapes.h); same messages as there.
+    for name, values, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        for v in values:
+            torch._check(v >= low, lambda name=name, values=values: (
+                f"cnnext.conv2d: {'negative' if name == 'padding' else 'non-positive'} {name} "
+                f"is not supported ({name}={list(values)})"))
     n, _, h, w = input.shape
+    for i, size in enumerate((h, w)):
+        torch._check(
+            size + 2 * padding[i] >= dilation[i] * (weight.shape[2 + i] - 1) + 1,
+            lambda: "cnnext.conv2d: Kernel size can't be greater than actual input size "
+            f"(input {list(input.shape)}, weight {list(weight.shape)}, padding={list(padding)}, "
+            f"dilation={list(dilation)})",
+        )
     out_h = conv_output_size(h, weight.shape[2], stride[0], padding[0], dilation[0])
     out_w = conv_output_size(w, weight.shape[3], stride[1], padding[1], dilation[1])
     return input.new_empty((n, weight.shape[0], out_h, out_w))

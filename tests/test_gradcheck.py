@@ -35,7 +35,6 @@ CONFIGS = [
     ((1, 2, 6, 5), (3, 2, 2, 2), False, 1, "same", 1, 1),  # odd total: asymmetric padding
     ((1, 2, 7, 6), (2, 2, 3, 2), True, 1, "same", (2, 3), 1),
     ((1, 2, 6, 6), (2, 2, 3, 3), False, 2, "valid", 1, 1),
-    ((2, 4), None, None, None, None, None, None),  # placeholder replaced below (batch-less)
     ((3, 5, 5), (2, 3, 3, 3), True, 1, 1, 1, 1),  # batch-less
     ((2, 6, 4), (4, 1, 2, 2), False, (1, 2), 0, 1, 2),  # batch-less, groups
     ((1, 2, 1, 1), (3, 2, 1, 1), True, 1, 0, 1, 1),  # 1x1 image, pointwise
@@ -44,7 +43,6 @@ CONFIGS = [
     ((1, 2, 8, 8), (2, 1, 3, 3), True, (3, 2), (1, 2), (2, 1), 2),
     ((0, 2, 5, 5), (2, 2, 3, 3), True, 1, 1, 1, 1),  # empty batch
 ]
-CONFIGS = [c for c in CONFIGS if c[1] is not None]
 
 
 def _inputs(cfg):
