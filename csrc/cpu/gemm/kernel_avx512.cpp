@@ -60,7 +60,7 @@ constexpr int kNV = CNNEXT_AVX512_NV;
 
 template <class S>
 KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
-  KernelSet<typename S::T> ks;
+  KernelSet<typename S::T> ks{};
   ks.mr = kMR;
   ks.nr = kNV * S::L;
   ks.kc = kc;
