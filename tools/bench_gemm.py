@@ -15,19 +15,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cnnext  # noqa: E402,F401
 
 
-def bench(fn, reps, min_time=0.05):
+def calibrate(fn, target=0.05):
+    """Calls per timed batch so one batch of fn takes about `target` seconds."""
     fn()
     n = 1
-    while True:  # calibrate inner loop to ~min_time
+    while True:
         t = time.perf_counter()
         for _ in range(n):
             fn()
         dt = time.perf_counter() - t
-        if dt > min_time / 4:
-            break
+        if dt > target / 4:
+            return max(1, int(n * target / dt))
         n *= 2
-    n = max(1, int(n * min_time / 4 / dt * 4 / 4))
-    return n
 
 
 def main():
@@ -55,7 +54,7 @@ def main():
         at_ = a.t() if ta else a
         bt_ = b.t() if tb else b
         theirs = lambda: torch.mm(at_, bt_, out=c)
-        inner = bench(theirs, 1)
+        inner = calibrate(theirs)
         to, tt = [], []
         for _ in range(args.reps):
             t = clock()
