@@ -15,19 +15,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cnnext  # noqa: E402,F401
 
 
-def bench(fn, reps, min_time=0.05):
+def pin_allocator():
+    """Keep freed blocks in glibc's heap: the op allocates its output each call, torch.mm(out=)
+    does not, and fresh pages cost ~1.2 us each to fault in on this VM."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
+
+
+def calibrate(fn, target=0.05):
+    """Calls per timed batch so one batch of fn takes about `target` seconds."""
     fn()
     n = 1
-    while True:  # calibrate inner loop to ~min_time
+    while True:
         t = time.perf_counter()
         for _ in range(n):
             fn()
         dt = time.perf_counter() - t
-        if dt > min_time / 4:
-            break
+        if dt > target / 4:
+            return max(1, int(n * target / dt))
         n *= 2
-    n = max(1, int(n * min_time / 4 / dt * 4 / 4))
-    return n
 
 
 def main():
@@ -39,6 +49,7 @@ def main():
     ap.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (1 thread on a loaded machine)")
     ap.add_argument("--shapes", nargs="*", default=["512x512x512", "1024x1024x1024", "2048x2048x2048"])
     args = ap.parse_args()
+    pin_allocator()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.cpu_time else time.perf_counter
     dtype = getattr(torch, args.dtype)
@@ -55,7 +66,7 @@ def main():
         at_ = a.t() if ta else a
         bt_ = b.t() if tb else b
         theirs = lambda: torch.mm(at_, bt_, out=c)
-        inner = bench(theirs, 1)
+        inner = calibrate(theirs)
         to, tt = [], []
         for _ in range(args.reps):
             t = clock()

@@ -91,8 +91,9 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
                  int64_t n0, int64_t n1) {
   const int mr = ks.mr, nr = ks.nr;
   const int64_t KC = std::min(ks.kc, p.K);
-  const int64_t NC = std::min(ks.nc, (n1 - n0 + nr - 1) / nr * nr);
-  const int64_t MC = std::min(ks.mc, (m1 - m0 + mr - 1) / mr * mr);
+  // Whole slivers per block: the packing buffers hold exactly NC x KC and MC x KC.
+  const int64_t NC = std::min(std::max<int64_t>(nr, ks.nc / nr * nr), (n1 - n0 + nr - 1) / nr * nr);
+  const int64_t MC = std::min(std::max<int64_t>(mr, ks.mc / mr * mr), (m1 - m0 + mr - 1) / mr * mr);
   const bool direct_b = !p.trans_b && (m1 - m0) <= kDirectBMaxSlivers * mr;
 
   thread_local ThreadBuffer a_buffer, b_buffer;

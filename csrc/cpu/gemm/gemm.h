@@ -2,8 +2,11 @@
 // Our own GEMM: C[M x N] = alpha * op(A)[M x K] * op(B)[K x N] + beta * C, row-major.
 // op(X) is X or X^T. Leading dimensions are in elements. When beta == 0, C is write-only:
 // it is never read, so it may hold garbage (NaN included) from at::empty.
-// The call parallelises internally with OpenMP over disjoint blocks of C, so results are
-// deterministic for a given thread count.
+// The call parallelises internally (at::parallel_for) over disjoint blocks of C. Every C
+// element is computed by one fixed-order FMA chain over K whichever thread owns it, so results
+// are deterministic and independent of the thread count (for a given ISA path).
+// Implementation: gemm.cpp (driver, Goto/BLIS blocking), pack.h, microkernel.h (kernel
+// contract), kernel_avx512.cpp / kernel_avx2.cpp / kernel_portable.cpp (run-time dispatch).
 #include <cstdint>
 #include <string>
 

@@ -58,7 +58,7 @@ constexpr int kMR = 6;
 
 template <class S>
 KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
-  KernelSet<typename S::T> ks;
+  KernelSet<typename S::T> ks{};
   ks.mr = kMR;
   ks.nr = 2 * S::L;
   ks.kc = kc;

@@ -53,16 +53,20 @@ struct F64x8 {
 #define CNNEXT_AVX512_MR 14
 #endif
 constexpr int kMR = CNNEXT_AVX512_MR;
+#ifndef CNNEXT_AVX512_NV
+#define CNNEXT_AVX512_NV 2
+#endif
+constexpr int kNV = CNNEXT_AVX512_NV;
 
 template <class S>
 KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
-  KernelSet<typename S::T> ks;
+  KernelSet<typename S::T> ks{};
   ks.mr = kMR;
-  ks.nr = 2 * S::L;
+  ks.nr = kNV * S::L;
   ks.kc = kc;
   ks.nc = nc;
   ks.mc = mc;
-  FillRows<S, kMR, 2>::fill(ks.rows);
+  FillRows<S, kMR, kNV>::fill(ks.rows);
   ks.dot = &simd_dot<S>;
   return ks;
 }

@@ -42,7 +42,7 @@ struct FillRows<T, MRP, NR, 0> {
 
 template <typename T, int MR, int NR>
 KernelSet<T> make_set() {
-  KernelSet<T> ks;
+  KernelSet<T> ks{};
   ks.mr = MR;
   ks.nr = NR;
   ks.kc = 256;

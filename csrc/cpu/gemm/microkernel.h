@@ -26,15 +26,18 @@ template <typename T>
 using DotKernel = void (*)(int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                            int64_t ldc, T alpha, T beta, int64_t m, int64_t n);
 
+// A trivial aggregate on purpose (no member initializers, so no inline constructor): the SIMD
+// translation units build these under a target pragma, and an AVX-512-compiled constructor
+// must never be the copy the linker keeps. Value-initialise: `KernelSet<T> ks{};`.
 template <typename T>
 struct KernelSet {
-  int mr = 0;          // rows per packed sliver of op(A)
-  int nr = 0;          // columns per packed sliver of op(B)
-  int64_t mc = 0;      // rows of op(A) packed per block (multiple of mr)
-  int64_t kc = 0;      // depth of one packed block
-  int64_t nc = 0;      // columns of op(B) packed per block (multiple of nr; sized for L2)
-  MicroKernel<T> rows[kMaxMR + 1] = {};  // rows[m] computes an m-row tile, 1 <= m <= mr
-  DotKernel<T> dot = nullptr;            // optional (SIMD paths only)
+  int mr;          // rows per packed sliver of op(A)
+  int nr;          // columns per packed sliver of op(B)
+  int64_t mc;      // rows of op(A) packed per block (multiple of mr)
+  int64_t kc;      // depth of one packed block
+  int64_t nc;      // columns of op(B) packed per block (multiple of nr; sized for L2)
+  MicroKernel<T> rows[kMaxMR + 1];  // rows[m] computes an m-row tile, 1 <= m <= mr
+  DotKernel<T> dot;                 // optional (SIMD paths only; null otherwise)
 };
 
 const KernelSet<float>& avx512_kernels_f32();

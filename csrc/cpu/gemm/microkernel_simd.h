@@ -32,7 +32,8 @@ void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       bv[v] = S::load(b + v * S::L);
-      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb + v * S::L), _MM_HINT_T0);
+      if constexpr (kPrefetchRows > 0)
+        _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb + v * S::L), _MM_HINT_T0);
     }
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {

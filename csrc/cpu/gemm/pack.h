@@ -7,7 +7,15 @@
 namespace cnnext::cpu::gemm_detail {
 
 // Depth of the k chunks a transposing pack walks at a time.
-constexpr int64_t kTransposeChunk = 16;
+constexpr int64_t kTransposeChunk = 64;
+
+// A transposing pack reads many rows a chunk at a time, too many streams for the hardware
+// prefetcher: ask for each row's next chunk (up to `left` elements) one chunk ahead.
+template <typename T>
+inline void prefetch_chunk(const T* next, int64_t left) {
+  const int64_t n = std::min(left, kTransposeChunk);
+  for (int64_t e = 0; e < n; e += 64 / sizeof(T)) __builtin_prefetch(next + e);
+}
 
 // op(A)[i0 : i0+mc, k0 : k0+kc] into slivers of mr rows: sliver s at dst + s*mr*kc, element
 // (k, i) at k*mr + i. A partial last sliver is not padded (its kernel reads only its rows).
@@ -23,6 +31,7 @@ void pack_a(bool trans, const T* A, int64_t lda, int64_t i0, int64_t k0, int64_t
         const int64_t ke = std::min(kc, kb + kTransposeChunk);
         for (int64_t i = 0; i < rows; ++i) {
           const T* src = A + (i0 + s + i) * lda + k0;
+          prefetch_chunk(src + ke, kc - ke);
           for (int64_t k = kb; k < ke; ++k) d[k * mr + i] = src[k];
         }
       }
@@ -57,6 +66,7 @@ void pack_b(bool trans, const T* B, int64_t ldb, int64_t k0, int64_t j0, int64_t
         const int64_t ke = std::min(kc, kb + kTransposeChunk);
         for (int64_t j = 0; j < cols; ++j) {
           const T* src = B + (j0 + c0 + j) * ldb + k0;
+          prefetch_chunk(src + ke, kc - ke);
           for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = src[k];
         }
       }
