@@ -65,15 +65,22 @@ def write_stand_in_headers(tmp):
         f.write("#pragma once\n// Empty stand-in: the CPU torch wheel lacks this generated header.\n")
 
 
+def build_nvcc_flags():
+    """The flags setup.py's CUDAExtension build gives nvcc: torch's common ones (no implicit
+    half/bfloat16 conversions or operators) and ours, so the check fails where the build would."""
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+
+    return list(COMMON_NVCC_FLAGS) + ["-std=c++17", "-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+
+
 def commands(nvcc, archs, tmp):
     includes = ["-I" + tmp] + ["-I" + d for d in torch_include_dirs()]
     jobs = []
     for src in sorted(glob.glob(os.path.join(CUDA_DIR, "*.cu"))):
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
         obj = os.path.join(tmp, os.path.basename(src) + ".o")
-        jobs.append((src, [nvcc, "-c", src, "-o", obj, "-std=c++17", "-O3",
-                           "--expt-relaxed-constexpr", f"--threads={len(archs)}"]
-                     + gencode + includes))
+        jobs.append((src, [nvcc, "-c", src, "-o", obj, f"--threads={len(archs)}"]
+                     + build_nvcc_flags() + gencode + includes))
     cxx = os.environ.get("CXX", "c++")
     cuda_includes = ["-I" + d for d in cuda_include_dirs(nvcc)]
     for src in sorted(glob.glob(os.path.join(CUDA_DIR, "*.cpp"))):
