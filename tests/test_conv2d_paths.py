@@ -1,6 +1,6 @@
 """Each CPU conv2d path, forced, against torch: forward and every gradient.
 
-Paths: the direct depthwise kernel (one input channel per output channel, per ISA), im2col +
+Paths: the direct kernel (depthwise and few-input-channel layers, per ISA), im2col +
 GEMM with the column workspace chunked by output rows (tiny budget), several small images per
 GEMM (default budget), the 1x1 pointwise GEMM, plus batch 0, odd batches, non-contiguous
 tensors, a thread count of 1 and 2, and bit-identical repeats.
@@ -21,6 +21,9 @@ DEPTHWISE = [
     (5, 1, 10, 10, 3, 5, 1, 2, 1, 1),     # a single-channel first layer (LeNet-like)
     (2, 3, 8, 8, 3, 3, 3, 0, 1, 3),       # stride 3: three phases
     (2, 2, 6, 6, 2, 1, 1, 0, 1, 2),       # 1x1 depthwise
+    (3, 3, 10, 9, 5, 3, 1, 1, 1, 1),      # RGB 3x3: direct over 3 input channels
+    (2, 6, 8, 8, 4, 3, 2, 1, 1, 2),       # 3 input channels per group, stride 2
+    (2, 4, 9, 9, 3, 2, 1, 1, 2, 1),       # 4 input channels, dilated 2x2
 ]
 GENERAL = [
     (3, 5, 9, 11, 7, 3, 1, 1, 1, 1),

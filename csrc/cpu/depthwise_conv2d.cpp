@@ -22,14 +22,14 @@ struct DwLayout {
 template <typename T>
 struct DwJob {
   DwLayout L;
-  int64_t in_channels, out_channels, multiplier;
+  int64_t in_channels, out_channels, groups, cin_g, cout_g;
   const T* in;
   const T* w;
   const T* bias;
   T* out;
   const T* grad_output;
   T* grad_input;
-  T* partial;  // [batch][out_channels][kh*kw] grad_weight per image, or null
+  T* partial;  // [batch][weight numel]: grad_weight per image, or null
 };
 
 DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
@@ -98,7 +98,9 @@ DwJob<T> make_job(const Conv2dGeometry& g, const Conv2dParams& p) {
   J.L = make_layout(g, p);
   J.in_channels = g.in_channels;
   J.out_channels = g.out_channels;
-  J.multiplier = g.out_channels / g.in_channels;
+  J.groups = g.groups;
+  J.cin_g = g.in_channels_per_group();
+  J.cout_g = g.out_channels_per_group();
   return J;
 }
 
@@ -109,7 +111,7 @@ void depthwise_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
                               const Conv2dGeometry& g, const Conv2dParams& p) {
   DwJob<T> J = make_job<T>(g, p);
   J.in = in, J.w = w, J.bias = bias, J.out = out;
-  run_jobs(J, g.batch * g.in_channels, false);
+  run_jobs(J, g.batch * g.groups, false);
 }
 
 template <typename T>
@@ -120,13 +122,13 @@ void depthwise_conv2d_backward(const T* grad_output, const T* in, const T* w, T*
   const int64_t kk = g.kernel_h * g.kernel_w;
   std::vector<T> partial;
   if (grad_weight != nullptr) {
-    partial.resize(static_cast<size_t>(g.batch * g.out_channels * kk));
+    partial.resize(static_cast<size_t>(g.batch * g.out_channels * g.in_channels_per_group() * kk));
     J.partial = partial.data();
   }
-  run_jobs(J, g.batch * g.in_channels, true);
+  run_jobs(J, g.batch * g.groups, true);
   if (grad_weight != nullptr) {
     // Sum the per-image partials in batch order: independent of how jobs met threads.
-    const int64_t per_image = g.out_channels * kk;
+    const int64_t per_image = g.out_channels * g.in_channels_per_group() * kk;
     for (int64_t i = 0; i < per_image; ++i) grad_weight[i] = T(0);
     for (int64_t n = 0; n < g.batch; ++n) {
       const T* src = partial.data() + n * per_image;

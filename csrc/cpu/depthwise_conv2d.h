@@ -1,17 +1,22 @@
 #pragma once
-// Direct convolution for layers where each output channel reads exactly one input channel
-// (C_in / groups == 1): depthwise convs (groups == C_in, any channel multiplier) and
-// single-channel first layers (C_in == 1). A GEMM there would have K = kh*kw, far too thin;
-// the direct loops read each input plane once and are bandwidth-bound instead.
+// Direct convolution for layers whose GEMM would be far too thin (K = C_in/groups * kh * kw
+// small): depthwise convs (groups == C_in, any channel multiplier), single-channel first layers
+// (C_in == 1) and few-channel ones (RGB 3x3). Each input plane is padded once and read by all
+// the output channels of its group; no im2col, no GEMM.
 #include "../common/conv_shapes.h"
 
 namespace cnnext::cpu {
 
+// Depthwise always; otherwise while the reduction per output pixel is short enough that a
+// GEMM's packing and C traffic would dominate it.
+constexpr int64_t kDirectMaxReduction = 32;
 inline bool depthwise_applies(const Conv2dGeometry& g) {
-  return g.in_channels_per_group() == 1 && g.in_channels == g.groups;
+  const int64_t cin_g = g.in_channels_per_group();
+  return cin_g == 1 || (cin_g <= 4 && g.col_rows() <= kDirectMaxReduction);
 }
 
-// out[n, oc] = bias[oc] + correlate(in[n, oc / multiplier], w[oc]). bias may be null.
+// out[n, oc] = bias[oc] + sum over the group's input channels ci of correlate(in[n, ci], w[oc, ci]).
+// bias may be null.
 template <typename T>
 void depthwise_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
                               const Conv2dGeometry& g, const Conv2dParams& p);
