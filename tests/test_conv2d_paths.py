@@ -39,6 +39,7 @@ PATHS = {
     "auto": {},
     "chunked": {"CNNEXT_CONV_WORKSPACE_BYTES": "256", "CNNEXT_CONV_ALGO": "im2col"},
     "im2col": {"CNNEXT_CONV_ALGO": "im2col"},
+    "direct": {"CNNEXT_CONV_ALGO": "direct"},
 }
 
 
@@ -84,7 +85,7 @@ def _check(shape, dtype, bias=True, noncontig=False):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("path", ["auto", "im2col"])
+@pytest.mark.parametrize("path", ["auto", "im2col", "direct"])
 @pytest.mark.parametrize("shape", DEPTHWISE)
 def test_depthwise_shapes(monkeypatch, shape, path, dtype):
     _set_env(monkeypatch, PATHS[path])
@@ -93,8 +94,8 @@ def test_depthwise_shapes(monkeypatch, shape, path, dtype):
 
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 def test_depthwise_each_isa(monkeypatch, isa):
-    _set_env(monkeypatch, {"CNNEXT_ISA": isa})
-    for shape in DEPTHWISE[:3]:
+    _set_env(monkeypatch, {"CNNEXT_ISA": isa, "CNNEXT_CONV_ALGO": "direct"})
+    for shape in DEPTHWISE[:3] + DEPTHWISE[-3:]:
         _check(shape, torch.float32)
         _check(shape, torch.float64)
 
@@ -153,7 +154,7 @@ def test_zero_input_channels_gives_bias():
     assert_close(y, b.view(1, 3, 1, 1).expand(2, 3, 5, 5))
 
 
-@pytest.mark.parametrize("path", ["auto", "chunked", "im2col"])
+@pytest.mark.parametrize("path", ["auto", "chunked", "im2col", "direct"])
 def test_bit_identical_repeats(monkeypatch, path):
     _set_env(monkeypatch, PATHS[path])
     for shape in (GENERAL[0], GENERAL[1], DEPTHWISE[1], DEPTHWISE[4]):

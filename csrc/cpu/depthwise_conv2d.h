@@ -7,12 +7,15 @@
 
 namespace cnnext::cpu {
 
-// Depthwise always; otherwise while the reduction per output pixel is short enough that a
-// GEMM's packing and C traffic would dominate it.
+// Depthwise (groups == C_in > 1, any channel multiplier): a GEMM per group would have one
+// row and K = kh*kw. Measured against im2col + an MKL-class GEMM, the direct loops lose on
+// short rows with many output channels per input plane (LeNet's 1->6 5x5: 2x) and on RGB 3x3
+// (4x), so those stay on the GEMM path; CNNEXT_CONV_ALGO=direct forces any K <= 32 here.
 constexpr int64_t kDirectMaxReduction = 32;
-inline bool depthwise_applies(const Conv2dGeometry& g) {
+inline bool depthwise_applies(const Conv2dGeometry& g, bool forced) {
   const int64_t cin_g = g.in_channels_per_group();
-  return cin_g == 1 || (cin_g <= 4 && g.col_rows() <= kDirectMaxReduction);
+  if (forced) return cin_g == 1 || (cin_g <= 4 && g.col_rows() <= kDirectMaxReduction);
+  return cin_g == 1 && g.groups > 1;
 }
 
 // out[n, oc] = bias[oc] + sum over the group's input channels ci of correlate(in[n, ci], w[oc, ci]).
