@@ -21,6 +21,7 @@ DEPTHWISE = [
     (5, 1, 10, 10, 3, 5, 1, 2, 1, 1),     # a single-channel first layer (LeNet-like)
     (2, 3, 8, 8, 3, 3, 3, 0, 1, 3),       # stride 3: three phases
     (2, 2, 6, 6, 2, 1, 1, 0, 1, 2),       # 1x1 depthwise
+    (2, 2, 6, 7, 4, 3, 1, 3, 1, 2),       # padding past the kernel extent: scatter grad_input
     (3, 3, 10, 9, 5, 3, 1, 1, 1, 1),      # RGB 3x3: direct over 3 input channels
     (2, 6, 8, 8, 4, 3, 2, 1, 1, 2),       # 3 input channels per group, stride 2
     (2, 4, 9, 9, 3, 2, 1, 1, 2, 1),       # 4 input channels, dilated 2x2

@@ -22,6 +22,7 @@ struct DwLayout {
 template <typename T>
 struct DwJob {
   DwLayout L;
+  DwLayout LT;  // grad_input as a forward pass over grad_output (stride 1 only)
   int64_t in_channels, out_channels, groups, cin_g, cout_g;
   const T* in;
   const T* w;
@@ -30,6 +31,7 @@ struct DwJob {
   const T* grad_output;
   T* grad_input;
   T* partial;  // [batch][weight numel]: grad_weight per image, or null
+  const T* w_transposed;  // [group][cin_g][cout_g][kh*kw] flipped kernels, or null
 };
 
 DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
@@ -44,6 +46,24 @@ DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
   L.Q = (L.PW + L.sw - 1) / L.sw;
   L.row_stride = L.sw * L.Q;
   return L;
+}
+
+// Layout of grad_output padded so that a stride-1 forward pass with flipped kernels yields
+// grad_input: false where that needs negative padding (padding beyond the kernel's extent).
+bool make_transposed_layout(const Conv2dGeometry& g, const Conv2dParams& p, DwLayout& LT) {
+  if (p.stride[0] != 1 || p.stride[1] != 1) return false;
+  const int64_t ph = (g.kernel_h - 1) * p.dilation[0] - p.padding[0];
+  const int64_t pw = (g.kernel_w - 1) * p.dilation[1] - p.padding[1];
+  if (ph < 0 || pw < 0) return false;
+  LT.H = g.out_h, LT.W = g.out_w, LT.OH = g.in_h, LT.OW = g.in_w;
+  LT.kh = g.kernel_h, LT.kw = g.kernel_w;
+  LT.sh = 1, LT.sw = 1, LT.ph = ph, LT.pw = pw;
+  LT.dh = p.dilation[0], LT.dw = p.dilation[1];
+  LT.PH = (LT.OH - 1) + (LT.kh - 1) * LT.dh + 1;
+  LT.PW = (LT.OW - 1) + (LT.kw - 1) * LT.dw + 1;
+  LT.Q = LT.PW;
+  LT.row_stride = LT.Q;
+  return true;
 }
 
 }  // namespace
@@ -120,6 +140,18 @@ void depthwise_conv2d_backward(const T* grad_output, const T* in, const T* w, T*
   DwJob<T> J = make_job<T>(g, p);
   J.in = in, J.w = w, J.grad_output = grad_output, J.grad_input = grad_input;
   const int64_t kk = g.kernel_h * g.kernel_w;
+  std::vector<T> w_transposed;
+  if (grad_input != nullptr && make_transposed_layout(g, p, J.LT)) {
+    const int64_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+    w_transposed.resize(static_cast<size_t>(g.out_channels * cin_g * kk));
+    for (int64_t grp = 0; grp < g.groups; ++grp)
+      for (int64_t c = 0; c < cin_g; ++c)
+        for (int64_t m = 0; m < cout_g; ++m)
+          for (int64_t t = 0; t < kk; ++t)
+            w_transposed[((grp * cin_g + c) * cout_g + m) * kk + t] =
+                w[((grp * cout_g + m) * cin_g + c) * kk + (kk - 1 - t)];
+    J.w_transposed = w_transposed.data();
+  }
   std::vector<T> partial;
   if (grad_weight != nullptr) {
     partial.resize(static_cast<size_t>(g.batch * g.out_channels * g.in_channels_per_group() * kk));
