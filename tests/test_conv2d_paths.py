@@ -1,6 +1,6 @@
 """Each CPU conv2d path, forced, against torch: forward and every gradient.
 
-Paths: the direct depthwise kernel (one input channel per output channel, per ISA), im2col +
+Paths: the direct kernel (depthwise and few-input-channel layers, per ISA), im2col +
 GEMM with the column workspace chunked by output rows (tiny budget), several small images per
 GEMM (default budget), the 1x1 pointwise GEMM, plus batch 0, odd batches, non-contiguous
 tensors, a thread count of 1 and 2, and bit-identical repeats.
@@ -21,6 +21,10 @@ DEPTHWISE = [
     (5, 1, 10, 10, 3, 5, 1, 2, 1, 1),     # a single-channel first layer (LeNet-like)
     (2, 3, 8, 8, 3, 3, 3, 0, 1, 3),       # stride 3: three phases
     (2, 2, 6, 6, 2, 1, 1, 0, 1, 2),       # 1x1 depthwise
+    (2, 2, 6, 7, 4, 3, 1, 3, 1, 2),       # padding past the kernel extent: scatter grad_input
+    (3, 3, 10, 9, 5, 3, 1, 1, 1, 1),      # RGB 3x3: direct over 3 input channels
+    (2, 6, 8, 8, 4, 3, 2, 1, 1, 2),       # 3 input channels per group, stride 2
+    (2, 4, 9, 9, 3, 2, 1, 1, 2, 1),       # 4 input channels, dilated 2x2
 ]
 GENERAL = [
     (3, 5, 9, 11, 7, 3, 1, 1, 1, 1),
@@ -36,6 +40,7 @@ PATHS = {
     "auto": {},
     "chunked": {"CNNEXT_CONV_WORKSPACE_BYTES": "256", "CNNEXT_CONV_ALGO": "im2col"},
     "im2col": {"CNNEXT_CONV_ALGO": "im2col"},
+    "direct": {"CNNEXT_CONV_ALGO": "direct"},
 }
 
 
@@ -81,7 +86,7 @@ def _check(shape, dtype, bias=True, noncontig=False):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("path", ["auto", "im2col"])
+@pytest.mark.parametrize("path", ["auto", "im2col", "direct"])
 @pytest.mark.parametrize("shape", DEPTHWISE)
 def test_depthwise_shapes(monkeypatch, shape, path, dtype):
     _set_env(monkeypatch, PATHS[path])
@@ -90,8 +95,8 @@ def test_depthwise_shapes(monkeypatch, shape, path, dtype):
 
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 def test_depthwise_each_isa(monkeypatch, isa):
-    _set_env(monkeypatch, {"CNNEXT_ISA": isa})
-    for shape in DEPTHWISE[:3]:
+    _set_env(monkeypatch, {"CNNEXT_ISA": isa, "CNNEXT_CONV_ALGO": "direct"})
+    for shape in DEPTHWISE[:3] + DEPTHWISE[-3:]:
         _check(shape, torch.float32)
         _check(shape, torch.float64)
 
@@ -154,7 +159,7 @@ def test_zero_input_channels_matches_torch():
     assert_close(y_op, b.view(1, 3, 1, 1).expand(2, 3, 5, 5))
 
 
-@pytest.mark.parametrize("path", ["auto", "chunked", "im2col"])
+@pytest.mark.parametrize("path", ["auto", "chunked", "im2col", "direct"])
 def test_bit_identical_repeats(monkeypatch, path):
     _set_env(monkeypatch, PATHS[path])
     for shape in (GENERAL[0], GENERAL[1], DEPTHWISE[1], DEPTHWISE[4]):

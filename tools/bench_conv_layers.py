@@ -2,6 +2,7 @@
 list of issue 6, forward and forward+backward, interleaved in one process, median of runs.
 
     python3 tools/bench_conv_layers.py [--threads 2] [--runs 7] [--only name,name] [--dtype float32]
+                                       [--cpu-time]
 
 Prints torch-time / cnnext-time (> 1: cnnext faster) and the geometric means. Both sides run
 with glibc's mmap/trim thresholds raised, so freed pages are reused rather than re-faulted.
@@ -9,14 +10,18 @@ with glibc's mmap/trim thresholds raised, so freed pages are reused rather than 
 import argparse
 import ctypes
 import math
+import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-import cnnext
+# This checkout's cnnext, not whichever one is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cnnext  # noqa: E402
 
 # name: (N, C_in, HW, C_out, k, stride, pad, groups, dilation)
 LAYERS = {
@@ -48,11 +53,14 @@ def pin_allocator():
         pass
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn):
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = time.perf_counter()
+    t = CLOCK()
     fn()
-    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return CLOCK() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def main():
@@ -61,12 +69,20 @@ def main():
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--only", default="")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time process CPU time, not wall time: steadier on a machine other "
+                    "processes load (meaningful with --threads 1; with more it counts spinning)")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     pin_allocator()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     names = args.only.split(",") if args.only else list(LAYERS)
-    print(f"threads={args.threads} dtype={args.dtype} runs={args.runs} (median); ratio = torch/cnnext")
+    print(f"cnnext from {os.path.dirname(cnnext.__file__)}")
+    print(f"threads={args.threads} dtype={args.dtype} runs={args.runs} (median)"
+          f" clock={'process cpu' if args.cpu_time else 'wall'}; ratio = torch/cnnext")
     print(f"{'layer':18s} {'torch fwd ms':>12s} {'cnx fwd ms':>11s} {'fwd x':>6s}"
           f" {'torch f+b ms':>12s} {'cnx f+b ms':>11s} {'f+b x':>6s} {'cnx flt/call':>12s}")
     ratios_f, ratios_b = [], []

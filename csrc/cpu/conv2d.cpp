@@ -23,8 +23,10 @@ namespace cnnext::cpu {
 namespace {
 
 // Planes below this many pixels are batched several images per GEMM: a per-image GEMM would
-// be too narrow to amortise its packing and parallel start-up.
+// be too narrow to amortise its packing and parallel start-up. The batch's columns and staged
+// outputs stay within kBatchBytes so they are still in L2 when the GEMM packs them.
 constexpr int64_t kSmallPlane = 2048;
+constexpr int64_t kBatchBytes = int64_t(512) << 10;
 
 ColShape col_shape(const Conv2dGeometry& g, const Conv2dParams& p) {
   return ColShape{g.in_channels, g.in_h, g.in_w, g.kernel_h, g.kernel_w,
@@ -39,7 +41,8 @@ bool is_pointwise(const Conv2dGeometry& g, const Conv2dParams& p) {
 }
 
 bool use_direct(const Conv2dGeometry& g) {
-  return conv_algo_override() != ConvAlgo::Im2col && depthwise_applies(g);
+  const ConvAlgo algo = conv_algo_override();
+  return algo != ConvAlgo::Im2col && depthwise_applies(g, algo == ConvAlgo::Direct);
 }
 
 Conv2dParams make_params(c10::IntArrayRef stride, c10::IntArrayRef padding,
@@ -90,7 +93,8 @@ Plan make_plan(const Conv2dGeometry& g, const Conv2dParams& p, int64_t elem_size
   pl.chunk_oy = std::clamp<int64_t>(budget / std::max<int64_t>(1, pl.rows * g.out_w), 1, g.out_h);
   pl.chunks = (g.out_h + pl.chunk_oy - 1) / pl.chunk_oy;
   if (pl.chunks == 1 && pl.P < kSmallPlane && g.batch > 1) {
-    const int64_t fit = budget / ((pl.rows + pl.cout_g) * pl.P);  // columns + staged outputs
+    const int64_t batch_budget = std::min(budget, kBatchBytes / elem_size);
+    const int64_t fit = batch_budget / ((pl.rows + pl.cout_g) * pl.P);  // columns + staged outputs
     const int64_t spread = (g.batch + pl.threads - 1) / pl.threads;  // keep every thread busy
     pl.images = std::clamp<int64_t>(std::min(fit, spread), 1, g.batch);
   }

@@ -14,7 +14,8 @@ enum class WorkspaceSlot : int {
   Partials = 2,     // caller's per-thread grad_weight partial sums
   Plane = 3,        // direct kernels: padded input plane
   GradPlane = 4,    // direct kernels: padded grad_input plane
-  Count = 5,
+  Accum = 5,        // direct kernels: per-tap grad_weight lane sums
+  Count = 6,
 };
 
 // At least `bytes` bytes, 64-byte aligned, owned by the calling thread. The contents are

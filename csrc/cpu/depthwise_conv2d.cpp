@@ -22,14 +22,16 @@ struct DwLayout {
 template <typename T>
 struct DwJob {
   DwLayout L;
-  int64_t in_channels, out_channels, multiplier;
+  DwLayout LT;  // grad_input as a forward pass over grad_output (stride 1 only)
+  int64_t in_channels, out_channels, groups, cin_g, cout_g;
   const T* in;
   const T* w;
   const T* bias;
   T* out;
   const T* grad_output;
   T* grad_input;
-  T* partial;  // [batch][out_channels][kh*kw] grad_weight per image, or null
+  T* partial;  // [batch][weight numel]: grad_weight per image, or null
+  const T* w_transposed;  // [group][cin_g][cout_g][kh*kw] flipped kernels, or null
 };
 
 DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
@@ -44,6 +46,24 @@ DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
   L.Q = (L.PW + L.sw - 1) / L.sw;
   L.row_stride = L.sw * L.Q;
   return L;
+}
+
+// Layout of grad_output padded so that a stride-1 forward pass with flipped kernels yields
+// grad_input: false where that needs negative padding (padding beyond the kernel's extent).
+bool make_transposed_layout(const Conv2dGeometry& g, const Conv2dParams& p, DwLayout& LT) {
+  if (p.stride[0] != 1 || p.stride[1] != 1) return false;
+  const int64_t ph = (g.kernel_h - 1) * p.dilation[0] - p.padding[0];
+  const int64_t pw = (g.kernel_w - 1) * p.dilation[1] - p.padding[1];
+  if (ph < 0 || pw < 0) return false;
+  LT.H = g.out_h, LT.W = g.out_w, LT.OH = g.in_h, LT.OW = g.in_w;
+  LT.kh = g.kernel_h, LT.kw = g.kernel_w;
+  LT.sh = 1, LT.sw = 1, LT.ph = ph, LT.pw = pw;
+  LT.dh = p.dilation[0], LT.dw = p.dilation[1];
+  LT.PH = (LT.OH - 1) + (LT.kh - 1) * LT.dh + 1;
+  LT.PW = (LT.OW - 1) + (LT.kw - 1) * LT.dw + 1;
+  LT.Q = LT.PW;
+  LT.row_stride = LT.Q;
+  return true;
 }
 
 }  // namespace
@@ -98,7 +118,9 @@ DwJob<T> make_job(const Conv2dGeometry& g, const Conv2dParams& p) {
   J.L = make_layout(g, p);
   J.in_channels = g.in_channels;
   J.out_channels = g.out_channels;
-  J.multiplier = g.out_channels / g.in_channels;
+  J.groups = g.groups;
+  J.cin_g = g.in_channels_per_group();
+  J.cout_g = g.out_channels_per_group();
   return J;
 }
 
@@ -109,7 +131,7 @@ void depthwise_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
                               const Conv2dGeometry& g, const Conv2dParams& p) {
   DwJob<T> J = make_job<T>(g, p);
   J.in = in, J.w = w, J.bias = bias, J.out = out;
-  run_jobs(J, g.batch * g.in_channels, false);
+  run_jobs(J, g.batch * g.groups, false);
 }
 
 template <typename T>
@@ -118,15 +140,27 @@ void depthwise_conv2d_backward(const T* grad_output, const T* in, const T* w, T*
   DwJob<T> J = make_job<T>(g, p);
   J.in = in, J.w = w, J.grad_output = grad_output, J.grad_input = grad_input;
   const int64_t kk = g.kernel_h * g.kernel_w;
+  std::vector<T> w_transposed;
+  if (grad_input != nullptr && make_transposed_layout(g, p, J.LT)) {
+    const int64_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+    w_transposed.resize(static_cast<size_t>(g.out_channels * cin_g * kk));
+    for (int64_t grp = 0; grp < g.groups; ++grp)
+      for (int64_t c = 0; c < cin_g; ++c)
+        for (int64_t m = 0; m < cout_g; ++m)
+          for (int64_t t = 0; t < kk; ++t)
+            w_transposed[((grp * cin_g + c) * cout_g + m) * kk + t] =
+                w[((grp * cout_g + m) * cin_g + c) * kk + (kk - 1 - t)];
+    J.w_transposed = w_transposed.data();
+  }
   std::vector<T> partial;
   if (grad_weight != nullptr) {
-    partial.resize(static_cast<size_t>(g.batch * g.out_channels * kk));
+    partial.resize(static_cast<size_t>(g.batch * g.out_channels * g.in_channels_per_group() * kk));
     J.partial = partial.data();
   }
-  run_jobs(J, g.batch * g.in_channels, true);
+  run_jobs(J, g.batch * g.groups, true);
   if (grad_weight != nullptr) {
     // Sum the per-image partials in batch order: independent of how jobs met threads.
-    const int64_t per_image = g.out_channels * kk;
+    const int64_t per_image = g.out_channels * g.in_channels_per_group() * kk;
     for (int64_t i = 0; i < per_image; ++i) grad_weight[i] = T(0);
     for (int64_t n = 0; n < g.batch; ++n) {
       const T* src = partial.data() + n * per_image;
