@@ -36,7 +36,10 @@ fuzz: install
 # CPU only: CUDA is not built there and hidden from torch (compute-sanitizer checks CUDA).
 ASAN_DIR := build/asan
 ASAN_TESTS ?= tests/test_smoke.py tests/test_threads.py tests/test_errors.py tests/test_large.py $(sort $(wildcard tests/test_*conv*.py tests/test_*pool*.py))
-ASAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) CUDA_VISIBLE_DEVICES= \
+# libstdc++ preloaded too: python does not link it, and without it ASan's __cxa_throw
+# interceptor finds no real __cxa_throw and aborts on torch's first C++ exception.
+ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	CUDA_VISIBLE_DEVICES= \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 test-asan: deps

@@ -9,7 +9,7 @@ message) and never crashes. Budgets: tests/fuzz_settings.py (CI) or CNNEXT_FUZZ_
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import cnnext
@@ -39,6 +39,24 @@ def pair_or_int(draw, lo, hi):
     return draw(st.sampled_from([a, (a, b), [a, b]])) if a == b else (a, b)
 
 
+def pool_output_size(size, k, s, p, d, ceil_mode):
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:  # the last window must start inside
+        out -= 1
+    return out
+
+
+def every_window_touches_input(size, k, s, p, d, ceil_mode):
+    """False when a dilated window falls wholly in the padding (its taps skip the input): torch
+    then records an index past the plane and its backward writes out of bounds (heap
+    corruption, torch 2.13); cnnext's backward raises. Valid configurations avoid it."""
+    for o in range(pool_output_size(size, k, s, p, d, ceil_mode)):
+        if not any(0 <= o * s - p + j * d < size for j in range(k)):
+            return False
+    return True
+
+
 @st.composite
 def valid_pool(draw, op):
     cfg = dict(op=op, batch=draw(st.sampled_from([None, 0, 1, 2])), c=draw(st.integers(1, 4)),
@@ -64,6 +82,10 @@ def valid_pool(draw, op):
               padding=p if p[0] != p[1] else draw(st.sampled_from([p, p[0]])),
               ceil_mode=draw(st.booleans()))
     if op == "max_pool2d":
+        s_ = stride if stride is not None else k
+        s_ = (s_, s_) if isinstance(s_, int) else s_
+        assume(all(every_window_touches_input(cfg[dim], k[i], s_[i], p[i], d[i], kw["ceil_mode"])
+                   for i, dim in enumerate(("h", "w"))))
         kw.update(dilation=d if d[0] != d[1] else draw(st.sampled_from([d, d[0]])),
                   return_indices=draw(st.booleans()))
     else:
@@ -152,7 +174,8 @@ def test_pool_random_configs_raise_like_torch(op, data):
     x = torch.randn(cfg["shape"], dtype=cfg["dtype"])
     ref, out = torch_vs_cnnext(lambda: getattr(F, op)(x, **cfg["kwargs"]),
                                lambda: getattr(cnnext.functional, op)(x, **cfg["kwargs"]),
-                               empty_input=x.numel() == 0)
+                               lenient=x.numel() == 0 or (op == "adaptive_avg_pool2d"
+                                                           and x.dim() not in (3, 4)))
     if ref is None:
         return
     if isinstance(ref, tuple):

@@ -169,7 +169,16 @@ def largest_stall_during(kernel):
     return span["end"] - span["start"], max(gaps)
 
 
-def assert_releases_gil(kernel):
+def assert_releases_gil(make_call, batch):
+    """make_call(batch) -> a zero-argument kernel call; the batch doubles until one call takes
+    long enough (0.2 s) to tell, so a faster kernel keeps the test meaningful."""
+    while True:
+        kernel = make_call(batch)
+        start = time.perf_counter()
+        kernel()
+        if time.perf_counter() - start > 0.2 or batch >= 4096:
+            break
+        batch *= 2
     duration, stall = largest_stall_during(kernel)
     assert duration > 0.1, "kernel too short to tell"
     # Holding the GIL would stall the counting thread for the whole kernel (stall == duration).
@@ -178,15 +187,21 @@ def assert_releases_gil(kernel):
 
 def test_conv2d_releases_the_gil(restore_threads):
     torch.set_num_threads(1)  # leave a core to the counting thread
-    x, w = torch.randn(4, 32, 64, 64), torch.randn(64, 32, 3, 3)
-    fn.conv2d(x, w, padding=1)  # warm-up
-    big = torch.randn(32, 32, 64, 64)  # one call of ~2.4 GFLOP: no Python in between
-    assert_releases_gil(lambda: fn.conv2d(big, w, padding=1))
+    w = torch.randn(64, 32, 3, 3)
+
+    def make_call(batch):
+        x = torch.randn(batch, 32, 64, 64)
+        return lambda: fn.conv2d(x, w, padding=1)
+
+    assert_releases_gil(make_call, batch=8)
 
 
 @needs_pooling
 def test_pooling_releases_the_gil(restore_threads):
     torch.set_num_threads(1)
-    x = torch.randn(64, 64, 112, 112)
-    fn.max_pool2d(x[:1], 3, 2, 1)
-    assert_releases_gil(lambda: fn.max_pool2d(x, 3, 2, 1, return_indices=True))
+
+    def make_call(batch):
+        x = torch.randn(batch, 64, 112, 112)
+        return lambda: fn.max_pool2d(x, 3, 2, 1, return_indices=True)
+
+    assert_releases_gil(make_call, batch=8)
