@@ -111,24 +111,35 @@ def model_case(spec: ModelSpec, batch, training: bool, device, dtype):
     theirs = spec.build().to(device, dtype)
     ours = cnnext.convert(theirs)  # a deep copy: same weights, its own parameters
     x = torch.randn(batch, *spec.input_shape, device=device, dtype=dtype)
+    # float64 twin of the torch model for the correctness gate (see suite.Case.reference).
+    exact = copy.deepcopy(theirs).double() if dtype != torch.float64 else None
     if not training:
         theirs.eval(), ours.eval()
-        return Case(torch=lambda: theirs(x), cnnext=lambda: ours(x), grad_enabled=False)
+        reference = None
+        if exact is not None:
+            exact.eval()
+            reference = lambda: exact(x.double())
+        return Case(torch=lambda: theirs(x), cnnext=lambda: ours(x), grad_enabled=False,
+                    reference=reference)
 
     labels = torch.randint(0, 10, (batch,), device=device)
     theirs.train(), ours.train()
 
-    def step(model, optimizer):
+    def step(model, optimizer, inputs=x):
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), labels)
+        loss = F.cross_entropy(model(inputs), labels)
         loss.backward()
         optimizer.step()
         return (loss.detach(), *[p.grad for p in model.parameters()])
 
     # A small learning rate keeps the weights (and their timings) stable over many steps.
     sgd = partial(torch.optim.SGD, lr=1e-4, momentum=0.9)
+    reference = None
+    if exact is not None:
+        exact.train()
+        reference = partial(step, exact, sgd(exact.parameters()), x.double())
     return Case(torch=partial(step, theirs, sgd(theirs.parameters())),
-                cnnext=partial(step, ours, sgd(ours.parameters())))
+                cnnext=partial(step, ours, sgd(ours.parameters())), reference=reference)
 
 
 def model_rows(quick):

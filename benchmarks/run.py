@@ -37,7 +37,7 @@ def defaults(config):
     """Fills what the user left unset from --quick/--full (and the device)."""
     quick, cuda = config.quick, config.device == "cuda"
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=5, max_reps=100, budget_s=0.25) if quick
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.25) if quick
                          else dict(warmup=2, min_reps=7, max_reps=1000, budget_s=2.0))
     if config.gemm_peak_sizes is None:
         config.gemm_peak_sizes = ([4096, 8192] if cuda else [1024, 2048] if quick else [1024, 2048, 4096])
