@@ -3,7 +3,7 @@ from the same initial weights: as a torch model and as cnnext.convert(model). Pr
 models' loss and accuracy per epoch, and how far apart their weights drift (in float64 the
 two runs agree to rounding).
 
-    python examples/train_lenet_digits.py                 # float32, 10 epochs
+    python examples/train_lenet_digits.py                 # float32, 6 epochs
     python examples/train_lenet_digits.py --dtype float64 # the two runs match to ~1e-12
 """
 import argparse
@@ -54,9 +54,9 @@ def max_weight_difference(a, b):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--limit", type=int, default=None, help="use only this many training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
