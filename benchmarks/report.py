@@ -240,6 +240,8 @@ def markdown(rows, summary, text):
              f"copy bandwidth {p['copy_gbps']:.1f} GB/s",
              f"- rows disturbed by other processes (>= {100 * r['disturbed_threshold']:.0f}% of the "
              f"CPUs busy elsewhere, from /proc/stat): {r['disturbed_rows']} of {r['rows']}"]
+    if r.get("interrupted"):
+        lines.append("- **interrupted**: rows marked 'not run' were not measured")
     if r["failed_rows"]:
         lines.append(f"- rows failing the correctness gate (never timed): {', '.join(r['failed_rows'])}")
     if r["unavailable_rows"]:
