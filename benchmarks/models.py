@@ -111,16 +111,16 @@ def model_case(spec: ModelSpec, batch, training: bool, device, dtype):
     theirs = spec.build().to(device, dtype)
     ours = cnnext.convert(theirs)  # a deep copy: same weights, its own parameters
     x = torch.randn(batch, *spec.input_shape, device=device, dtype=dtype)
-    # float64 twin of the torch model for the correctness gate (see suite.Case.reference).
-    exact = copy.deepcopy(theirs).double() if dtype != torch.float64 else None
+    # float64 twins of both models for the correctness gate (see suite.Case.exact).
+    exact_theirs = copy.deepcopy(theirs).double() if dtype != torch.float64 else None
+    exact_ours = cnnext.convert(exact_theirs) if exact_theirs is not None else None
     if not training:
         theirs.eval(), ours.eval()
-        reference = None
-        if exact is not None:
-            exact.eval()
-            reference = lambda: exact(x.double())
-        return Case(torch=lambda: theirs(x), cnnext=lambda: ours(x), grad_enabled=False,
-                    reference=reference)
+        exact = None
+        if exact_theirs is not None:
+            exact_theirs.eval(), exact_ours.eval()
+            exact = lambda: (exact_theirs(x.double()), exact_ours(x.double()))
+        return Case(torch=lambda: theirs(x), cnnext=lambda: ours(x), grad_enabled=False, exact=exact)
 
     labels = torch.randint(0, 10, (batch,), device=device)
     theirs.train(), ours.train()
@@ -134,12 +134,13 @@ def model_case(spec: ModelSpec, batch, training: bool, device, dtype):
 
     # A small learning rate keeps the weights (and their timings) stable over many steps.
     sgd = partial(torch.optim.SGD, lr=1e-4, momentum=0.9)
-    reference = None
-    if exact is not None:
-        exact.train()
-        reference = partial(step, exact, sgd(exact.parameters()), x.double())
+    exact = None
+    if exact_theirs is not None:
+        exact_theirs.train(), exact_ours.train()
+        exact = lambda: (step(exact_theirs, sgd(exact_theirs.parameters()), x.double()),
+                         step(exact_ours, sgd(exact_ours.parameters()), x.double()))
     return Case(torch=partial(step, theirs, sgd(theirs.parameters())),
-                cnnext=partial(step, ours, sgd(ours.parameters())), reference=reference)
+                cnnext=partial(step, ours, sgd(ours.parameters())), exact=exact)
 
 
 def model_rows(quick):

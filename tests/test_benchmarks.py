@@ -206,3 +206,22 @@ def test_digits_example_one_short_epoch():
     for loss, accuracy in results.values():
         assert math.isfinite(loss) and 0.0 <= accuracy <= 1.0
     assert results["torch"] == pytest.approx(results["cnnext"], rel=1e-9)
+
+
+def test_model_gate_checks_every_gradient_in_float64(monkeypatch):
+    genuine = cnnext.functional.conv2d
+
+    class SlightlyWrongGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * (1 + 1e-6)  # far below float32 noise of a deep net, far above float64's
+
+    monkeypatch.setattr(cnnext.functional, "conv2d", lambda *a, **k: SlightlyWrongGrad.apply(genuine(*a, **k)))
+    inference, train = model_rows()
+    assert run_row(inference, "cpu", torch.float32, TINY_TIMING).result["status"] == "ok"
+    result = run_row(train, "cpu", torch.float32, TINY_TIMING).result
+    assert result["status"] == "FAILED" and "float64" in result["error"] and not result["timed"]
