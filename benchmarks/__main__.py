@@ -60,6 +60,9 @@ def main(argv=None):
                              retries=args.retries, progress=args.progress))
     if args.budget is not None:
         config.timing["budget_s"] = args.budget
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill: report what was measured
     _, _, text, paths = run_suite(config)
     print(text)
     print(f"\nwrote {paths['table.txt']}, {paths['results.json']}, {paths['results.png']}")

@@ -111,24 +111,36 @@ def model_case(spec: ModelSpec, batch, training: bool, device, dtype):
     theirs = spec.build().to(device, dtype)
     ours = cnnext.convert(theirs)  # a deep copy: same weights, its own parameters
     x = torch.randn(batch, *spec.input_shape, device=device, dtype=dtype)
+    # float64 twins of both models for the correctness gate (see suite.Case.exact).
+    exact_theirs = copy.deepcopy(theirs).double() if dtype != torch.float64 else None
+    exact_ours = cnnext.convert(exact_theirs) if exact_theirs is not None else None
     if not training:
         theirs.eval(), ours.eval()
-        return Case(torch=lambda: theirs(x), cnnext=lambda: ours(x), grad_enabled=False)
+        exact = None
+        if exact_theirs is not None:
+            exact_theirs.eval(), exact_ours.eval()
+            exact = lambda: (exact_theirs(x.double()), exact_ours(x.double()))
+        return Case(torch=lambda: theirs(x), cnnext=lambda: ours(x), grad_enabled=False, exact=exact)
 
     labels = torch.randint(0, 10, (batch,), device=device)
     theirs.train(), ours.train()
 
-    def step(model, optimizer):
+    def step(model, optimizer, inputs=x):
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), labels)
+        loss = F.cross_entropy(model(inputs), labels)
         loss.backward()
         optimizer.step()
         return (loss.detach(), *[p.grad for p in model.parameters()])
 
     # A small learning rate keeps the weights (and their timings) stable over many steps.
     sgd = partial(torch.optim.SGD, lr=1e-4, momentum=0.9)
+    exact = None
+    if exact_theirs is not None:
+        exact_theirs.train(), exact_ours.train()
+        exact = lambda: (step(exact_theirs, sgd(exact_theirs.parameters()), x.double()),
+                         step(exact_ours, sgd(exact_ours.parameters()), x.double()))
     return Case(torch=partial(step, theirs, sgd(theirs.parameters())),
-                cnnext=partial(step, ours, sgd(ours.parameters())))
+                cnnext=partial(step, ours, sgd(ours.parameters())), exact=exact)
 
 
 def model_rows(quick):

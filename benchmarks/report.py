@@ -219,18 +219,88 @@ def plot(rows, summary, path):
     fig.suptitle(f"cnnext vs torch {m['torch']} — {m['cpu_model']}, {m['torch_threads']} threads, "
                  f"{m['dtype']}, {m['device']} — {m['date_utc']}\n"
                  f"limits measured in-run: GEMM {p['gemm_gflops']:.0f} GFLOP/s, "
-                 f"copy {p['copy_gbps']:.1f} GB/s", fontsize=10)
-    fig.tight_layout(rect=(0, 0.9 / height, 1, 1))
+                 f"copy {p['copy_gbps']:.1f} GB/s\n"
+                 + "geomean torch/cnnext: " + ", ".join(f"{k} {g['geomean_ratio']:.2f}x"
+                                                        for k, g in summary["geomeans"].items()),
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.55 / height, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown(rows, summary, text):
+    """A short page for benchmarks/results/: when, where, how, the headline, the table."""
+    m, p, r = summary["machine"], summary["peaks"], summary["run"]
+    lines = [f"# cnnext benchmark run, {m['date_utc']}", "",
+             f"- command: `{m['command']}` ({r['mode']}, {r['rows']} rows, {r['wall_s']:.0f} s)",
+             f"- machine: {m['cpu_model']}, {m['logical_cores']} logical cores, "
+             f"{m['torch_threads']} threads, {m['device']}; torch {m['torch']}; "
+             f"cnnext {m['cnnext_commit']}; dtype {m['dtype']}",
+             f"- limits measured in this run: GEMM peak {p['gemm_gflops']:.0f} GFLOP/s (torch.mm), "
+             f"copy bandwidth {p['copy_gbps']:.1f} GB/s",
+             f"- rows disturbed by other processes (>= {100 * r['disturbed_threshold']:.0f}% of the "
+             f"CPUs busy elsewhere, from /proc/stat): {r['disturbed_rows']} of {r['rows']}"]
+    if r.get("interrupted"):
+        lines.append("- **interrupted**: rows marked 'not run' were not measured")
+    if r["failed_rows"]:
+        lines.append(f"- rows failing the correctness gate (never timed): {', '.join(r['failed_rows'])}")
+    if r["unavailable_rows"]:
+        lines.append(f"- rows not available in this build: {len(r['unavailable_rows'])}")
+    lines += ["", "## Headline: geometric mean of torch time / cnnext time (>1: cnnext faster)", "",
+              "| section | pass | rows | torch/cnnext |", "|---|---|---|---|"]
+    for key, g in summary["geomeans"].items():
+        section, pass_ = key.split(" ", 1)
+        lines.append(f"| {section} | {pass_} | {g['rows']} | {g['geomean_ratio']:.2f}x |")
+    lines += ["", "![ratio and fraction of peak per row](results.png)", "", "## Table", "",
+              "```", text, "```", "",
+              "Peak memory: each side of a layer runs once in a fresh process with glibc's default "
+              "allocator; the peak resident set (getrusage ru_maxrss, plus a psutil sampler) minus "
+              "the resident set before the call. It includes the output and gradients themselves.",
+              ""]
+    return "\n".join(lines)
 
 
 def write_all(rows, summary, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     text = table(rows, summary)
-    paths = {name: os.path.join(out_dir, name) for name in ("results.json", "results.png", "table.txt")}
+    paths = {name: os.path.join(out_dir, name)
+             for name in ("results.json", "results.png", "table.txt", "summary.md")}
     write_json(paths["results.json"], to_json(rows, summary))
     with open(paths["table.txt"], "w") as f:
         f.write(text + "\n")
+    with open(paths["summary.md"], "w") as f:
+        f.write(markdown(rows, summary, text))
     plot(rows, summary, paths["results.png"])
     return text, paths
+
+
+def rows_from_json(data):
+    """Rows with what the report reads, rebuilt from a results.json."""
+    from types import SimpleNamespace
+
+    keys = {"section", "name", "pass", "shape", "config"}
+    return [SimpleNamespace(section=r["section"], name=r["name"], pass_=r["pass"], shape=r["shape"],
+                            label=f"{r['name']} {r['pass']}",
+                            result={k: v for k, v in r.items() if k not in keys})
+            for r in data["rows"]]
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.report results.json OUT_DIR: redraw table, PNG and summary from a JSON.
+    import sys
+
+    source, out_dir = sys.argv[1], sys.argv[2]
+    with open(source) as f:
+        data = json.load(f)
+    summary = {k: v for k, v in data.items() if k not in ("rows", "schema_version")}
+    rows = rows_from_json(data)
+    os.makedirs(out_dir, exist_ok=True)
+    text = table(rows, summary)
+    with open(os.path.join(out_dir, "table.txt"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(markdown(rows, summary, text))
+    plot(rows, summary, os.path.join(out_dir, "results.png"))
+    if os.path.abspath(source) != os.path.abspath(os.path.join(out_dir, "results.json")):
+        write_json(os.path.join(out_dir, "results.json"), data)
+    print(text)

@@ -37,7 +37,7 @@ def defaults(config):
     """Fills what the user left unset from --quick/--full (and the device)."""
     quick, cuda = config.quick, config.device == "cuda"
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=5, max_reps=100, budget_s=0.25) if quick
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.25) if quick
                          else dict(warmup=2, min_reps=7, max_reps=1000, budget_s=2.0))
     if config.gemm_peak_sizes is None:
         config.gemm_peak_sizes = ([4096, 8192] if cuda else [1024, 2048] if quick else [1024, 2048, 4096])
@@ -101,20 +101,18 @@ def run_suite(config, rows=None):
     copy_gbps, copy_curve = machine.copy_bandwidth(config.device, config.copy_sizes_mib, config.copy_reps)
     bar and bar.update()
 
-    for row in rows:
-        step(row.label)
-        for attempt in range(1 + config.retries):
-            previous = dict(row.result) if attempt else None
-            run_row(row, config.device, config.dtype, config.timing)
-            res = row.result
-            load = res.get("other_cpu_load")
-            res["disturbed"] = bool(load is not None and load >= DISTURBED_THRESHOLD)
-            if previous and previous.get("other_cpu_load", math.inf) <= (load or 0):
-                row.result.clear()
-                row.result.update(previous)  # keep the quieter attempt
-            if not row.result.get("disturbed"):
-                break
-        bar and bar.update()
+    interrupted = False
+    try:
+        _run_rows(rows, config, step, bar)
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM): report what was measured; the rest is marked as not run.
+        interrupted = True
+        for row in rows:
+            if not row.result or not row.result.get("status"):
+                row.result.update(status="not run", error="interrupted", timed=False)
+            elif not row.result.get("timed") and row.result.get("status") == "ok":
+                row.result.update(status="not run", error="interrupted")
+        memory_specs = []
 
     mem = []
     for spec in memory_specs:
@@ -131,6 +129,7 @@ def run_suite(config, rows=None):
     summary = {
         "machine": machine.facts(config.device, config.dtype),
         "run": {"mode": "quick" if config.quick else "full", "filter": config.filter,
+                "interrupted": interrupted,
                 "timing": config.timing, "rows": len(rows),
                 "disturbed_threshold": DISTURBED_THRESHOLD,
                 "disturbed_rows": sum(bool(r.result.get("disturbed")) for r in rows),
@@ -144,3 +143,20 @@ def run_suite(config, rows=None):
     }
     text, paths = write_all(rows, summary, config.out_dir)
     return rows, summary, text, paths
+
+
+def _run_rows(rows, config, step, bar):
+    for row in rows:
+        step(row.label)
+        for attempt in range(1 + config.retries):
+            previous = dict(row.result) if attempt else None
+            run_row(row, config.device, config.dtype, config.timing)
+            res = row.result
+            load = res.get("other_cpu_load")
+            res["disturbed"] = bool(load is not None and load >= DISTURBED_THRESHOLD)
+            if previous and previous.get("other_cpu_load", math.inf) <= (load or 0):
+                row.result.clear()
+                row.result.update(previous)  # keep the quieter attempt
+            if not row.result.get("disturbed"):
+                break
+        bar and bar.update()

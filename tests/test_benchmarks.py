@@ -1,0 +1,227 @@
+"""The benchmark suite's machinery on a tiny configuration: the correctness gate, the row
+runner, the report (table, JSON, PNG), the memory probe, and the digits example. No timing
+assertions: only that the machinery computes, rejects and writes what it promises."""
+import json
+import math
+import os
+import sys
+from functools import partial
+
+import pytest
+import torch
+
+import cnnext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import layers, memory, models  # noqa: E402
+from benchmarks.run import Config, run_suite  # noqa: E402
+from benchmarks.suite import Row, compare, run_row  # noqa: E402
+
+TINY_TIMING = dict(warmup=1, min_reps=2, max_reps=3, budget_s=0.0)
+TINY_CONV = layers.ConvSpec("tiny_conv", 2, 3, 9, 4, 3, padding=1)
+TINY_POOL_MAX = layers.PoolSpec("tiny_max", "max", 2, 3, 9, 3, 2, ceil_mode=True)
+TINY_POOL_AVG = layers.PoolSpec("tiny_avg", "avg", 2, 3, 8, 2, 2)
+TINY_MODEL = models.ModelSpec("tiny_lenet", models.lenet, 4, (1, 28, 28))
+HAS_POOL = hasattr(cnnext.functional, "max_pool2d") and hasattr(cnnext.functional, "avg_pool2d")
+
+
+def conv_row(backward, spec=TINY_CONV):
+    return Row(section="conv", name=spec.name, pass_="fwd+bwd" if backward else "fwd",
+               shape=spec.shape, flops=spec.flops * (3 if backward else 1),
+               make=partial(layers.conv_case, spec, backward), spec=spec)
+
+
+def pool_row(spec, backward):
+    return Row(section="pool", name=spec.name, pass_="fwd+bwd" if backward else "fwd",
+               shape=spec.shape, bytes=spec.min_bytes(4, backward),
+               make=partial(layers.pool_case, spec, backward), spec=spec)
+
+
+def model_rows():
+    return [Row(section="model", name=TINY_MODEL.name, pass_=p, shape=TINY_MODEL.shape(4),
+                make=partial(models.model_case, TINY_MODEL, 4, p == "train step"),
+                flops_fn=partial(models._model_flops, TINY_MODEL, 4, p == "train step"))
+            for p in ("inference", "train step")]
+
+
+def gemm_row():
+    return Row(section="gemm", name="gemm_48", pass_="fwd", shape="48²", flops=2 * 48**3,
+               make=lambda device, dtype: layers.gemm_case(48, device, dtype),
+               dtype_override=torch.float32)
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_gate_rejects_a_wrong_kernel_and_never_times_it(monkeypatch, backward):
+    calls = []
+    genuine = cnnext.functional.conv2d
+
+    def off_by_a_little(*args, **kwargs):
+        calls.append(1)
+        out = genuine(*args, **kwargs)
+        return out + 1e-2 * out.detach().abs().max()  # wrong forward; its grads stay right
+
+    monkeypatch.setattr(cnnext.functional, "conv2d", off_by_a_little)
+    row = run_row(conv_row(backward), "cpu", torch.float32, TINY_TIMING)
+    assert row.result["status"] == "FAILED"
+    assert row.result["timed"] is False
+    assert "torch" not in row.result and "ratio" not in row.result
+    assert row.result["max_error"] > row.result["tolerance"]
+    assert len(calls) == 1  # the gate's call only
+
+
+def test_gate_rejects_wrong_gradients(monkeypatch):
+    genuine = cnnext.functional.conv2d
+
+    class DoubleGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+
+    monkeypatch.setattr(cnnext.functional, "conv2d", lambda *a, **k: DoubleGrad.apply(genuine(*a, **k)))
+    assert run_row(conv_row(False), "cpu", torch.float32, TINY_TIMING).result["status"] == "ok"
+    assert run_row(conv_row(True), "cpu", torch.float32, TINY_TIMING).result["status"] == "FAILED"
+
+
+def test_gate_reports_an_error_and_nan(monkeypatch):
+    def raises(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cnnext.functional, "conv2d", raises)
+    result = run_row(conv_row(False), "cpu", torch.float32, TINY_TIMING).result
+    assert result["status"] == "ERROR" and "boom" in result["error"] and not result["timed"]
+    nan = torch.tensor([1.0, float("nan")])
+    assert math.isnan(compare(torch.tensor([1.0, 2.0]), nan))
+    assert compare(torch.zeros(2), torch.zeros(3)) == math.inf
+
+
+def test_pool_rows_are_unavailable_without_the_ops(monkeypatch):
+    monkeypatch.delattr(cnnext.functional, "max_pool2d", raising=False)
+    result = run_row(pool_row(TINY_POOL_MAX, True), "cpu", torch.float32, TINY_TIMING).result
+    assert result["status"] == "n/a" and not result["timed"]
+
+
+def test_pool_min_bytes_and_ceil_mode_size():
+    spec = layers.PoolSpec("x", "max", 1, 1, 56, 3, 2, ceil_mode=True)
+    assert spec.out_hw == 28 == torch.nn.functional.max_pool2d(torch.zeros(1, 1, 56, 56), 3, 2, ceil_mode=True).shape[-1]
+    for spec in layers.POOL_LAYERS:
+        x = torch.zeros(1, 1, spec.hw, spec.hw)
+        pool = torch.nn.functional.max_pool2d if spec.kind == "max" else torch.nn.functional.avg_pool2d
+        assert pool(x, spec.k, spec.stride, spec.padding, ceil_mode=spec.ceil_mode).shape[-1] == spec.out_hw
+        assert spec.min_bytes(4, True) > 2 * spec.min_bytes(4, False) - 1
+    for spec in layers.CONV_LAYERS:
+        x = torch.zeros(1, spec.c_in, spec.hw, spec.hw, device="meta")
+        w = torch.zeros(spec.c_out, spec.c_in // spec.groups, spec.k, spec.k, device="meta")
+        out = torch.nn.functional.conv2d(x, w, None, spec.stride, spec.padding, spec.dilation, spec.groups)
+        assert out.shape[-1] == spec.out_hw
+
+
+def _finite_numbers(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_numbers(v) for v in value)
+    return True
+
+
+def test_tiny_suite_writes_table_json_and_png(tmp_path, monkeypatch):
+    rows = [conv_row(False), conv_row(True), gemm_row(), *model_rows()]
+    rows += [pool_row(s, b) for s in (TINY_POOL_MAX, TINY_POOL_AVG) for b in (False, True)]
+    config = Config(out_dir=str(tmp_path), progress=False, timing=dict(TINY_TIMING),
+                    gemm_peak_sizes=[64], gemm_peak_reps=1, copy_sizes_mib=[1], copy_reps=1,
+                    memory_layers=0)
+    rows, summary, text, paths = run_suite(config, rows)
+
+    statuses = {r.label: r.result["status"] for r in rows}
+    for label in ("tiny_conv fwd", "tiny_conv fwd+bwd", "gemm_48 fwd", "tiny_lenet inference",
+                  "tiny_lenet train step"):
+        assert statuses[label] == "ok", (label, rows)
+    pool_status = {s for label, s in statuses.items() if label.startswith("tiny_max") or label.startswith("tiny_avg")}
+    assert pool_status == ({"ok"} if HAS_POOL else {"n/a"})
+
+    data = json.loads(open(paths["results.json"]).read())
+    for key in ("schema_version", "machine", "run", "peaks", "geomeans", "memory", "rows"):
+        assert key in data
+    for key in ("cpu_model", "logical_cores", "torch_threads", "torch", "cnnext_commit", "date_utc",
+                "command", "dtype", "device"):
+        assert key in data["machine"]
+    assert data["peaks"]["gemm_gflops"] > 0 and data["peaks"]["copy_gbps"] > 0
+    assert _finite_numbers(data)
+    timed = [r for r in data["rows"] if r["status"] == "ok"]
+    for r in timed:
+        assert r["timed"] and r["ratio"] > 0
+        for side in ("torch", "cnnext"):
+            s = r[side]
+            assert s["median_ms"] > 0 and s["reps"] >= 2 and s["page_faults_per_call"] >= 0
+            assert s["fraction_of_peak"] > 0
+    assert "conv fwd" in data["geomeans"] and "model train step" in data["geomeans"]
+
+    png = open(paths["results.png"], "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    table = open(paths["table.txt"]).read()
+    assert table == text + "\n"
+    for needle in ("Convolution layers", "Pooling", "GEMM", "Models", "geomean", "tiny_conv", "torch/cnnext"):
+        assert needle in table
+
+
+def test_memory_probe_counts_the_output():
+    result = memory.measure("lenet_c2", "cnnext", "cpu", "float32", 1)
+    assert result["fwd_output_bytes"] == 64 * 16 * 10 * 10 * 4
+    assert result["fwdbwd_result_bytes"] > result["fwd_output_bytes"]
+    assert result["fwd_extra_bytes"] >= 0 and result["fwdbwd_extra_bytes"] >= 0
+
+
+def test_cli_defaults_and_filter():
+    from benchmarks.__main__ import parse_args
+    from benchmarks.run import select_rows
+
+    args = parse_args([])
+    assert args.quick and args.device == "cpu" and args.dtype == "float32" and args.out == "bench-out"
+    assert not parse_args(["--full"]).quick
+    full = select_rows(Config(quick=False))
+    assert {r.name for r in full if r.section == "conv"} == {s.name for s in layers.CONV_LAYERS}
+    assert {r.name for r in full if r.section == "pool"} == {s.name for s in layers.POOL_LAYERS}
+    assert {r.name for r in full if r.section == "model"} == {"lenet", "cifar_net", "resnet18"}
+    assert len(full) == 2 * 16 + 2 * 6 + 3 + 2 * 3
+    quick = select_rows(Config(quick=True))
+    assert 0 < len(quick) < len(full)
+    assert {r.name for r in select_rows(Config(quick=False, filter="^resnet_3x3"))} == {
+        "resnet_3x3_56", "resnet_3x3_28", "resnet_3x3_14", "resnet_3x3_7", "resnet_3x3_s2"}
+
+
+def test_digits_example_one_short_epoch():
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import train_lenet_digits
+
+    results = train_lenet_digits.main(["--epochs", "1", "--limit", "96", "--no-progress", "--dtype", "float64"])
+    for loss, accuracy in results.values():
+        assert math.isfinite(loss) and 0.0 <= accuracy <= 1.0
+    assert results["torch"] == pytest.approx(results["cnnext"], rel=1e-9)
+
+
+def test_model_gate_checks_every_gradient_in_float64(monkeypatch):
+    genuine = cnnext.functional.conv2d
+
+    class SlightlyWrongGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * (1 + 1e-6)  # far below float32 noise of a deep net, far above float64's
+
+    monkeypatch.setattr(cnnext.functional, "conv2d", lambda *a, **k: SlightlyWrongGrad.apply(genuine(*a, **k)))
+    inference, train = model_rows()
+    assert run_row(inference, "cpu", torch.float32, TINY_TIMING).result["status"] == "ok"
+    result = run_row(train, "cpu", torch.float32, TINY_TIMING).result
+    assert result["status"] == "FAILED" and "float64" in result["error"] and not result["timed"]
