@@ -372,6 +372,58 @@ def test_pool_cuda_gradcheck_float64(name):
     assert torch.autograd.gradcheck(lambda t: fn(t, **kwargs), (x,))
 
 
+POOL_ERROR_CALLS = [  # (functional name, kwargs): bad arguments the CPU op rejects
+    ("max_pool2d", dict(kernel_size=0, stride=1)),
+    ("max_pool2d", dict(kernel_size=2, stride=0)),
+    ("max_pool2d", dict(kernel_size=3, padding=2)),
+    ("max_pool2d", dict(kernel_size=3, padding=3, dilation=2)),
+    ("max_pool2d", dict(kernel_size=2, dilation=0)),
+    ("max_pool2d", dict(kernel_size=9)),
+    ("avg_pool2d", dict(kernel_size=(3, 1), padding=1)),
+    ("avg_pool2d", dict(kernel_size=2, divisor_override=0)),
+    ("avg_pool2d", dict(kernel_size=9)),
+    ("adaptive_avg_pool2d", dict(output_size=-1)),
+    ("adaptive_max_pool2d", dict(output_size=(1, 2, 3))),
+]
+
+
+@requires_cuda
+@requires_pool
+@pytest.mark.parametrize("name,kwargs", POOL_ERROR_CALLS, ids=str)
+def test_pool_cuda_errors_match_cpu(name, kwargs):
+    """Both devices check through csrc/common/pool_shapes.h: same class, same message."""
+    fn = getattr(cnnext.functional, name)
+    x = torch.randn(1, 2, 8, 8)
+    with pytest.raises(Exception) as cpu:
+        fn(x, **kwargs)
+    with pytest.raises(Exception) as cuda:
+        fn(x.cuda(), **kwargs)
+    assert type(cuda.value) is type(cpu.value)
+    assert str(cuda.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+
+
+@requires_cuda
+@requires_pool
+def test_pool_cuda_backward_rejects_mismatched_arguments():
+    x = torch.randn(1, 2, 6, 6, device="cuda")
+    args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    out, idx = ops.max_pool2d(x, *args)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        ops.max_pool2d_backward(torch.randn(1, 2, 4, 4, device="cuda"), x, idx, *args)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        ops.max_pool2d_backward(out.cpu(), x, idx, *args)
+    with pytest.raises(RuntimeError, match="indices"):
+        ops.max_pool2d_backward(out, x, idx.int(), *args)
+    with pytest.raises(RuntimeError, match="indices"):
+        ops.max_pool2d_backward(out, x, idx.cpu(), *args)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        ops.avg_pool2d_backward(out.double(), x, *args[:3], False, True, None)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        ops.adaptive_avg_pool2d_backward(out.half(), x)
+    with pytest.raises(NotImplementedError, match="max_pool2d"):
+        ops.max_pool2d(x.int(), *args)  # the CUDA kernels are floating-point only
+
+
 # ---- the H200 run script (run by a later session with a GPU) ---------------------------------
 def test_h200_run_script_parses_and_its_driver_imports():
     import os

@@ -4,6 +4,8 @@
 // torch's wording (ATen native/Pool.h, AdaptivePooling.h), prefixed "cnnext.<op>: ".
 #include <torch/types.h>
 
+#include "pool_windows.h"
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -155,53 +157,8 @@ inline void check_indices(const char* op, const at::Tensor& indices, c10::IntArr
               self.device(), ", but got ", indices.device());
 }
 
-// ---- windows ------------------------------------------------------------------------------
-// The input rows (or columns) one output row reads: begin, begin + step, ... < end.
-// extent is the window's length clipped to [-pad, in + pad): average pooling's
-// count_include_pad divisor (a ceil-mode overhang past the right padding is not counted).
-struct PoolRange {
-  int64_t begin, end, step, extent;
-};
-
-// Max pooling: dilated window clipped to the input; a negative start moves forward by whole
-// dilation steps (clamping to 0 would read the wrong taps).
-C10_HOST_DEVICE inline PoolRange max_pool_range(int64_t o, int64_t in, int64_t kernel,
-                                                int64_t stride, int64_t pad, int64_t dilation) {
-  int64_t begin = o * stride - pad;
-  const int64_t end = std::min(begin + (kernel - 1) * dilation + 1, in);
-  if (begin < 0) begin += ((-begin + dilation - 1) / dilation) * dilation;
-  return PoolRange{begin, end, dilation, 0};
-}
-
-// Average pooling: window [o*stride - pad, + kernel) clipped to [-pad, in + pad) for the
-// divisor, then to [0, in) for the elements summed.
-C10_HOST_DEVICE inline PoolRange avg_pool_range(int64_t o, int64_t in, int64_t kernel,
-                                                int64_t stride, int64_t pad) {
-  const int64_t begin = o * stride - pad;
-  const int64_t end = std::min(begin + kernel, in + pad);
-  return PoolRange{std::max<int64_t>(begin, 0), std::min(end, in), 1, end - begin};
-}
-
-// Adaptive pooling: output o of out over in reads [floor(o*in/out), ceil((o+1)*in/out)).
-C10_HOST_DEVICE inline int64_t adaptive_start(int64_t o, int64_t out, int64_t in) {
-  return (o / out) * in + ((o % out) * in) / out;
-}
-C10_HOST_DEVICE inline int64_t adaptive_end(int64_t o, int64_t out, int64_t in) {
-  return 1 + ((o + 1) * in - 1) / out;
-}
-C10_HOST_DEVICE inline PoolRange adaptive_range(int64_t o, int64_t out, int64_t in) {
-  const int64_t begin = adaptive_start(o, out, in), end = adaptive_end(o, out, in);
-  return PoolRange{begin, end, 1, end - begin};
-}
-
-// avg_pool2d's divisor for a window (the summed area is (rh.end-rh.begin)*(rw.end-rw.begin)).
-C10_HOST_DEVICE inline int64_t avg_pool_divisor(const PoolRange& rh, const PoolRange& rw,
-                                                bool count_include_pad,
-                                                bool has_divisor, int64_t divisor_override) {
-  if (has_divisor) return divisor_override;
-  if (count_include_pad) return rh.extent * rw.extent;
-  return (rh.end - rh.begin) * (rw.end - rw.begin);
-}
+// ---- windows: PoolRange, max_pool_range, avg_pool_range, adaptive_range, avg_pool_divisor
+// live in pool_windows.h (torch-free, shared with the CUDA kernels).
 
 // ---- adaptive pooling checks ----------------------------------------------------------------
 inline Pool2dGeometry check_adaptive_pool2d(const char* op, const at::Tensor& input,

@@ -1,6 +1,7 @@
 // Pooling kernels: one thread per result element, grid-stride. Threads walk elements in memory
 // order of the layout (NCHW or channels_last) so loads and stores coalesce. Backward kernels
 // gather over the windows covering each input element: no atomics, bit-identical results.
+#include "../common/pool_windows.h"
 #include "pool2d_launch.h"
 
 namespace cnnext::cuda {
@@ -33,36 +34,19 @@ __device__ __forceinline__ int64_t offset(int64_t n, int64_t c, int64_t y, int64
   return cl ? ((n * H + y) * W + x) * C + c : ((n * C + c) * H + y) * W + x;
 }
 
-// Adaptive windows: [floor(o * in / out), ceil((o + 1) * in / out)).
-__device__ __forceinline__ int64_t adaptive_start(int64_t o, int64_t in, int64_t out) {
-  return (o * in) / out;
-}
-__device__ __forceinline__ int64_t adaptive_end(int64_t o, int64_t in, int64_t out) {
-  return ((o + 1) * in + out - 1) / out;
-}
-
 // Window rows [begin, end) with step for output row o (dilation-aware for max pooling).
 struct Window {
   int64_t y0, y1, ystep, x0, x1, xstep;
 };
 
+// Window bounds come from csrc/common/pool_windows.h, the definitions the CPU kernels use.
 __device__ __forceinline__ Window max_window(const PoolGeometry& g, bool adaptive, int64_t oy,
                                              int64_t ox) {
-  Window w;
-  if (adaptive) {
-    w.y0 = adaptive_start(oy, g.in_h, g.out_h); w.y1 = adaptive_end(oy, g.in_h, g.out_h);
-    w.x0 = adaptive_start(ox, g.in_w, g.out_w); w.x1 = adaptive_end(ox, g.in_w, g.out_w);
-    w.ystep = w.xstep = 1;
-    return w;
-  }
-  int64_t y0 = oy * g.stride_h - g.pad_h, x0 = ox * g.stride_w - g.pad_w;
-  w.y1 = y0 + (g.kernel_h - 1) * g.dil_h + 1; w.y1 = w.y1 < g.in_h ? w.y1 : g.in_h;
-  w.x1 = x0 + (g.kernel_w - 1) * g.dil_w + 1; w.x1 = w.x1 < g.in_w ? w.x1 : g.in_w;
-  // A start in the padding moves forward by whole dilation steps (never clamps to 0).
-  while (y0 < 0) y0 += g.dil_h;
-  while (x0 < 0) x0 += g.dil_w;
-  w.y0 = y0; w.x0 = x0; w.ystep = g.dil_h; w.xstep = g.dil_w;
-  return w;
+  const PoolRange rh = adaptive ? adaptive_range(oy, g.out_h, g.in_h)
+                                : max_pool_range(oy, g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dil_h);
+  const PoolRange rw = adaptive ? adaptive_range(ox, g.out_w, g.in_w)
+                                : max_pool_range(ox, g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dil_w);
+  return Window{rh.begin, rh.end, rh.step, rw.begin, rw.end, rw.step};
 }
 
 template <typename T>
@@ -89,7 +73,8 @@ __global__ void max_pool_forward_kernel(const T* in, T* out, int64_t* indices, P
   }
 }
 
-// Output rows whose window may cover input row y: a superset; callers check membership.
+// Output rows whose window may cover input row y: a superset; callers check membership. The
+// adaptive case inverts adaptive_range exactly: o covers y iff floor(y*out/in) <= o < ceil((y+1)*out/in).
 __device__ __forceinline__ void covering(int64_t y, int64_t in, int64_t out, int64_t kernel_eff,
                                          int64_t stride, int64_t pad, bool adaptive, int64_t* lo,
                                          int64_t* hi) {
@@ -133,27 +118,18 @@ struct AvgWindow {
 
 __device__ __forceinline__ bool avg_window(const PoolGeometry& g, const AvgPoolRule& r,
                                            int64_t oy, int64_t ox, AvgWindow* w) {
-  int64_t y0 = oy * g.stride_h - g.pad_h, x0 = ox * g.stride_w - g.pad_w;
-  int64_t y1 = y0 + g.kernel_h, x1 = x0 + g.kernel_w;
-  if (y1 > g.in_h + g.pad_h) y1 = g.in_h + g.pad_h;
-  if (x1 > g.in_w + g.pad_w) x1 = g.in_w + g.pad_w;
-  const int64_t padded_area = (y1 - y0) * (x1 - x0);
-  y0 = y0 > 0 ? y0 : 0; x0 = x0 > 0 ? x0 : 0;
-  y1 = y1 < g.in_h ? y1 : g.in_h; x1 = x1 < g.in_w ? x1 : g.in_w;
-  if (y0 >= y1 || x0 >= x1) return false;
-  w->y0 = y0; w->y1 = y1; w->x0 = x0; w->x1 = x1;
-  w->divisor = r.divisor_override != 0 ? r.divisor_override
-               : r.count_include_pad   ? padded_area
-                                       : (y1 - y0) * (x1 - x0);
+  const PoolRange rh = avg_pool_range(oy, g.in_h, g.kernel_h, g.stride_h, g.pad_h);
+  const PoolRange rw = avg_pool_range(ox, g.in_w, g.kernel_w, g.stride_w, g.pad_w);
+  if (rh.begin >= rh.end || rw.begin >= rw.end) return false;
+  w->y0 = rh.begin; w->y1 = rh.end; w->x0 = rw.begin; w->x1 = rw.end;
+  w->divisor = avg_pool_divisor(rh, rw, r.count_include_pad, r.divisor_override != 0,
+                                r.divisor_override);
   return true;
 }
 
 __device__ __forceinline__ AvgWindow adaptive_window(const PoolGeometry& g, int64_t oy, int64_t ox) {
-  AvgWindow w;
-  w.y0 = adaptive_start(oy, g.in_h, g.out_h); w.y1 = adaptive_end(oy, g.in_h, g.out_h);
-  w.x0 = adaptive_start(ox, g.in_w, g.out_w); w.x1 = adaptive_end(ox, g.in_w, g.out_w);
-  w.divisor = (w.y1 - w.y0) * (w.x1 - w.x0);
-  return w;
+  const PoolRange rh = adaptive_range(oy, g.out_h, g.in_h), rw = adaptive_range(ox, g.out_w, g.in_w);
+  return AvgWindow{rh.begin, rh.end, rw.begin, rw.end, rh.extent * rw.extent};
 }
 
 template <typename T>

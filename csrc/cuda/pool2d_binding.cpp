@@ -2,70 +2,34 @@
 // (outputs, indices, grad_input) follow self.suggest_memory_format(), as torch's do.
 #include <torch/library.h>
 
+#include <tuple>
+
+#include "../common/pool_shapes.h"
 #include "cuda_binding_utils.h"
 #include "pool2d_launch.h"
 
 namespace cnnext::cuda {
 namespace {
 
-// TODO(merge): replace with csrc/common/pool_shapes.h (the pooling helper's argument checks
-// and output sizes, shared with the CPU kernels). Until then: torch's output-size rule and the
-// basic checks, so the kernels can be exercised.
-std::array<int64_t, 2> pair_arg(c10::IntArrayRef v, const char* op, const char* name,
-                                std::array<int64_t, 2> if_empty) {
-  if (v.empty()) return if_empty;
-  TORCH_CHECK(v.size() == 1 || v.size() == 2, "cnnext.", op, ": ", name,
-              " must either be a single int, or a tuple of two ints");
-  return v.size() == 1 ? std::array<int64_t, 2>{v[0], v[0]} : std::array<int64_t, 2>{v[0], v[1]};
-}
+// Argument checks and output sizes are csrc/common/pool_shapes.h, in the order the CPU ops
+// (csrc/cpu/*pool2d.cpp) run them, so both devices reject the same inputs with the same errors.
+// The CUDA kernels take float16, bfloat16, float32 and float64 (no integer pooling).
+// Forward and backward alike (PoolDtypes: no integers, no int64, half types).
+constexpr PoolDtypes kCudaDtypes{/*integers=*/false, /*int64=*/false, /*half=*/true};
 
-int64_t pooled_size(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil, bool ceil) {
-  const int64_t num = in + 2 * pad - dil * (k - 1) - 1 + (ceil ? stride - 1 : 0);
-  int64_t out = (num >= 0 ? num / stride : -((-num + stride - 1) / stride)) + 1;
-  // The last window must start inside the input or the left padding.
-  if (ceil && (out - 1) * stride >= in + pad) --out;
-  return out;
-}
-
-struct WindowArgs {
-  std::array<int64_t, 2> kernel, stride, padding, dilation;
-};
-
-WindowArgs window_args(const char* op, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
-                       c10::IntArrayRef padding, c10::IntArrayRef dilation) {
-  WindowArgs w;
-  w.kernel = pair_arg(kernel_size, op, "kernel_size", {0, 0});
-  w.stride = pair_arg(stride, op, "stride", w.kernel);  // empty stride: the kernel size
-  w.padding = pair_arg(padding, op, "padding", {0, 0});
-  w.dilation = pair_arg(dilation, op, "dilation", {1, 1});
-  for (int i = 0; i < 2; ++i) {
-    TORCH_CHECK(w.kernel[i] > 0, "cnnext.", op, ": kernel_size must be greater than zero");
-    TORCH_CHECK(w.stride[i] > 0, "cnnext.", op, ": stride must be greater than zero");
-    TORCH_CHECK(w.dilation[i] > 0, "cnnext.", op, ": dilation must be greater than zero");
-    TORCH_CHECK(w.padding[i] >= 0 && w.padding[i] <= w.kernel[i] / 2, "cnnext.", op,
-                ": pad should be at most half of effective kernel size, but got pad=",
-                w.padding[i], ", kernel_size=", w.kernel[i]);
-  }
-  return w;
-}
-
-void check_input(const at::Tensor& self, const char* op) {
-  TORCH_CHECK(self.dim() == 4 && self.size(1) > 0 && self.size(2) > 0 && self.size(3) > 0,
-              "cnnext.", op, ": Expected 4D (batched) input with non-zero channel, height and "
-              "width, but got input of size: ", self.sizes());
-  TORCH_CHECK(self.is_cuda(), "cnnext.", op, ": expected a CUDA tensor, got ", self.device());
-}
-
-PoolGeometry geometry(const at::Tensor& self, int64_t out_h, int64_t out_w, const WindowArgs* w) {
+// The kernels' plain geometry, filled from the shared one (p: nullptr for the adaptive ops,
+// whose windows follow from the sizes).
+PoolGeometry kernel_geometry(const at::Tensor& self, const Pool2dGeometry& s,
+                             const Pool2dParams* p) {
   PoolGeometry g{};
-  g.batch = self.size(0); g.channels = self.size(1);
-  g.in_h = self.size(2); g.in_w = self.size(3);
-  g.out_h = out_h; g.out_w = out_w;
-  if (w != nullptr) {
-    g.kernel_h = w->kernel[0]; g.kernel_w = w->kernel[1];
-    g.stride_h = w->stride[0]; g.stride_w = w->stride[1];
-    g.pad_h = w->padding[0]; g.pad_w = w->padding[1];
-    g.dil_h = w->dilation[0]; g.dil_w = w->dilation[1];
+  g.batch = s.batch; g.channels = s.channels;
+  g.in_h = s.in_h; g.in_w = s.in_w;
+  g.out_h = s.out_h; g.out_w = s.out_w;
+  if (p != nullptr) {
+    g.kernel_h = p->kernel_h; g.kernel_w = p->kernel_w;
+    g.stride_h = p->stride_h; g.stride_w = p->stride_w;
+    g.pad_h = p->pad_h; g.pad_w = p->pad_w;
+    g.dil_h = p->dilation_h; g.dil_w = p->dilation_w;
   }
   g.channels_last = self.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   return g;
@@ -81,12 +45,13 @@ at::Tensor empty_result(const at::Tensor& self, const PoolGeometry& g, int64_t h
                    self.options().dtype(dtype).memory_format(layout(g)));
 }
 
-void check_grad(const at::Tensor& grad_output, const PoolGeometry& g, const char* op) {
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&
-                  grad_output.size(1) == g.channels && grad_output.size(2) == g.out_h &&
-                  grad_output.size(3) == g.out_w,
-              "cnnext.", op, ": expected grad_output of size [", g.batch, ", ", g.channels, ", ",
-              g.out_h, ", ", g.out_w, "], but got ", grad_output.sizes());
+// Checks of a backward's grad_output (and indices), as the CPU backward ops run them.
+void check_backward_inputs(const char* op, const at::Tensor& grad_output, const at::Tensor& self,
+                           const at::Tensor* indices, const Pool2dGeometry& s) {
+  check_same_dtype(op, grad_output, "grad_output", self);
+  check_same_shape(op, grad_output, "grad_output", {s.batch, s.channels, s.out_h, s.out_w});
+  if (indices != nullptr) check_indices(op, *indices, {s.batch, s.channels, s.out_h, s.out_w}, self);
+  check_pool_dtype(op, self, kCudaDtypes);
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool(const at::Tensor& self_, const PoolGeometry& g,
@@ -104,12 +69,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool(const at::Tensor& self_, const PoolG
   return {out, indices};
 }
 
+// Indices must already be checked (check_backward_inputs). Entries that name no element of
+// their window contribute nothing (the gather never reads or writes out of bounds).
 at::Tensor max_pool_backward(const at::Tensor& grad_output_, const at::Tensor& self,
                              const at::Tensor& indices_, const PoolGeometry& g, bool adaptive,
                              const char* op) {
-  check_grad(grad_output_, g, op);
-  TORCH_CHECK(indices_.scalar_type() == at::kLong && indices_.sizes() == grad_output_.sizes(),
-              "cnnext.", op, ": expected int64 indices of size ", grad_output_.sizes());
   const c10::cuda::CUDAGuard guard(self.device());
   const DType dtype = dtype_of(self, op);
   const at::Tensor grad_output = grad_output_.contiguous(layout(g));
@@ -128,61 +92,63 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& self,
                                                    c10::IntArrayRef stride,
                                                    c10::IntArrayRef padding,
                                                    c10::IntArrayRef dilation, bool ceil_mode) {
-  check_input(self, "max_pool2d");
-  const WindowArgs w = window_args("max_pool2d", kernel_size, stride, padding, dilation);
-  const int64_t oh = pooled_size(self.size(2), w.kernel[0], w.padding[0], w.stride[0], w.dilation[0], ceil_mode);
-  const int64_t ow = pooled_size(self.size(3), w.kernel[1], w.padding[1], w.stride[1], w.dilation[1], ceil_mode);
-  TORCH_CHECK(oh > 0 && ow > 0, "cnnext.max_pool2d: Given input size: (", self.size(1), "x",
-              self.size(2), "x", self.size(3), "). Calculated output size: (", self.size(1), "x",
-              oh, "x", ow, "). Output size is too small");
-  return max_pool(self, geometry(self, oh, ow, &w), false, "max_pool2d");
+  const char* op = "max_pool2d";
+  const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
+  const Pool2dGeometry s = check_pool2d(op, self, p);
+  check_pool_dtype(op, self, kCudaDtypes);
+  return max_pool(self, kernel_geometry(self, s, &p), /*adaptive=*/false, op);
 }
 
 at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& self,
                                     const at::Tensor& indices, c10::IntArrayRef kernel_size,
                                     c10::IntArrayRef stride, c10::IntArrayRef padding,
                                     c10::IntArrayRef dilation, bool ceil_mode) {
-  check_input(self, "max_pool2d_backward");
-  const WindowArgs w = window_args("max_pool2d_backward", kernel_size, stride, padding, dilation);
-  const int64_t oh = pooled_size(self.size(2), w.kernel[0], w.padding[0], w.stride[0], w.dilation[0], ceil_mode);
-  const int64_t ow = pooled_size(self.size(3), w.kernel[1], w.padding[1], w.stride[1], w.dilation[1], ceil_mode);
-  return max_pool_backward(grad_output, self, indices, geometry(self, oh, ow, &w), false,
-                           "max_pool2d_backward");
+  const char* op = "max_pool2d_backward";
+  const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
+  const Pool2dGeometry s = check_pool2d(op, self, p);
+  check_backward_inputs(op, grad_output, self, &indices, s);
+  return max_pool_backward(grad_output, self, indices, kernel_geometry(self, s, &p),
+                           /*adaptive=*/false, op);
 }
 
-AvgPoolRule avg_rule(bool count_include_pad, c10::optional<int64_t> divisor_override,
-                     const char* op) {
-  if (divisor_override.has_value())
-    TORCH_CHECK(*divisor_override != 0, "cnnext.", op, ": divisor must be not zero");
+// avg_pool2d's parameters (dilation 1) and geometry; torch checks the divisor before the sizes.
+struct AvgSetup {
+  Pool2dParams params;
+  Pool2dGeometry geometry;
+};
+
+AvgSetup avg_setup(const char* op, const at::Tensor& self, c10::IntArrayRef kernel_size,
+                   c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
+                   c10::optional<int64_t> divisor_override) {
+  check_pool2d_rank(op, self);
+  AvgSetup a;
+  a.params = make_pool2d_params(op, kernel_size, stride, padding, {1}, ceil_mode);
+  check_divisor(op, divisor_override);
+  a.geometry = check_pool2d(op, self, a.params);
+  return a;
+}
+
+// check_divisor has rejected 0, so 0 can stand for "no override" in the kernels' rule.
+AvgPoolRule avg_rule(bool count_include_pad, c10::optional<int64_t> divisor_override) {
   return AvgPoolRule{count_include_pad, divisor_override.value_or(0)};
-}
-
-PoolGeometry avg_geometry(const at::Tensor& self, c10::IntArrayRef kernel_size,
-                          c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
-                          const char* op) {
-  const WindowArgs w = window_args(op, kernel_size, stride, padding, {});
-  const int64_t oh = pooled_size(self.size(2), w.kernel[0], w.padding[0], w.stride[0], 1, ceil_mode);
-  const int64_t ow = pooled_size(self.size(3), w.kernel[1], w.padding[1], w.stride[1], 1, ceil_mode);
-  TORCH_CHECK(oh > 0 && ow > 0, "cnnext.", op, ": Given input size: (", self.size(1), "x",
-              self.size(2), "x", self.size(3), "). Calculated output size: (", self.size(1), "x",
-              oh, "x", ow, "). Output size is too small");
-  return geometry(self, oh, ow, &w);
 }
 
 at::Tensor avg_pool2d_cuda(const at::Tensor& self_, c10::IntArrayRef kernel_size,
                            c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                            bool count_include_pad, c10::optional<int64_t> divisor_override) {
-  check_input(self_, "avg_pool2d");
-  const AvgPoolRule rule = avg_rule(count_include_pad, divisor_override, "avg_pool2d");
-  const PoolGeometry g = avg_geometry(self_, kernel_size, stride, padding, ceil_mode, "avg_pool2d");
+  const char* op = "avg_pool2d";
+  const AvgSetup a = avg_setup(op, self_, kernel_size, stride, padding, ceil_mode, divisor_override);
+  check_pool_dtype(op, self_, kCudaDtypes);
+  const PoolGeometry g = kernel_geometry(self_, a.geometry, &a.params);
+  const AvgPoolRule rule = avg_rule(count_include_pad, divisor_override);
   const c10::cuda::CUDAGuard guard(self_.device());
-  const DType dtype = dtype_of(self_, "avg_pool2d");
+  const DType dtype = dtype_of(self_, op);
   const at::Tensor self = self_.contiguous(layout(g));
   at::Tensor out = empty_result(self, g, g.out_h, g.out_w, self.scalar_type());
   if (out.numel() > 0)
     check_launch(launch_avg_pool_forward(self.data_ptr(), out.data_ptr(), g, rule, dtype,
                                          stream_for(self)),
-                 "avg_pool2d");
+                 op);
   return out;
 }
 
@@ -192,10 +158,10 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output_, const at::Te
                                     bool count_include_pad,
                                     c10::optional<int64_t> divisor_override) {
   const char* op = "avg_pool2d_backward";
-  check_input(self, op);
-  const AvgPoolRule rule = avg_rule(count_include_pad, divisor_override, op);
-  const PoolGeometry g = avg_geometry(self, kernel_size, stride, padding, ceil_mode, op);
-  check_grad(grad_output_, g, op);
+  const AvgSetup a = avg_setup(op, self, kernel_size, stride, padding, ceil_mode, divisor_override);
+  check_backward_inputs(op, grad_output_, self, nullptr, a.geometry);
+  const PoolGeometry g = kernel_geometry(self, a.geometry, &a.params);
+  const AvgPoolRule rule = avg_rule(count_include_pad, divisor_override);
   const c10::cuda::CUDAGuard guard(self.device());
   const DType dtype = dtype_of(self, op);
   const at::Tensor grad_output = grad_output_.contiguous(layout(g));
@@ -207,19 +173,19 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output_, const at::Te
   return grad_input;
 }
 
-PoolGeometry adaptive_geometry(const at::Tensor& self, c10::IntArrayRef output_size,
-                               const char* op) {
-  TORCH_CHECK(output_size.size() == 2, "cnnext.", op, ": output_size must be 2");
-  TORCH_CHECK(output_size[0] >= 0 && output_size[1] >= 0, "cnnext.", op,
-              ": elements of output_size must be greater than or equal to 0 but received {",
-              output_size[0], ", ", output_size[1], "}");
-  return geometry(self, output_size[0], output_size[1], nullptr);
+// The adaptive backwards take their output size from grad_output, as the CPU ops do.
+Pool2dGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_output,
+                                          const at::Tensor& self, bool max) {
+  TORCH_CHECK(grad_output.dim() == 4, "cnnext.", op,
+              ": expected a 4D grad_output, but got grad_output of size ", grad_output.sizes());
+  return check_adaptive_pool2d(op, self, {grad_output.size(2), grad_output.size(3)}, max);
 }
 
 at::Tensor adaptive_avg_pool2d_cuda(const at::Tensor& self_, c10::IntArrayRef output_size) {
   const char* op = "adaptive_avg_pool2d";
-  check_input(self_, op);
-  const PoolGeometry g = adaptive_geometry(self_, output_size, op);
+  const Pool2dGeometry s = check_adaptive_pool2d(op, self_, output_size, /*max=*/false);
+  check_pool_dtype(op, self_, kCudaDtypes);
+  const PoolGeometry g = kernel_geometry(self_, s, nullptr);
   const c10::cuda::CUDAGuard guard(self_.device());
   const DType dtype = dtype_of(self_, op);
   const at::Tensor self = self_.contiguous(layout(g));
@@ -234,10 +200,9 @@ at::Tensor adaptive_avg_pool2d_cuda(const at::Tensor& self_, c10::IntArrayRef ou
 at::Tensor adaptive_avg_pool2d_backward_cuda(const at::Tensor& grad_output_,
                                              const at::Tensor& self) {
   const char* op = "adaptive_avg_pool2d_backward";
-  check_input(self, op);
-  TORCH_CHECK(grad_output_.dim() == 4, "cnnext.", op, ": expected 4D grad_output");
-  const PoolGeometry g = geometry(self, grad_output_.size(2), grad_output_.size(3), nullptr);
-  check_grad(grad_output_, g, op);
+  const Pool2dGeometry s = adaptive_backward_geometry(op, grad_output_, self, /*max=*/false);
+  check_backward_inputs(op, grad_output_, self, nullptr, s);
+  const PoolGeometry g = kernel_geometry(self, s, nullptr);
   const c10::cuda::CUDAGuard guard(self.device());
   const DType dtype = dtype_of(self, op);
   const at::Tensor grad_output = grad_output_.contiguous(layout(g));
@@ -252,17 +217,18 @@ at::Tensor adaptive_avg_pool2d_backward_cuda(const at::Tensor& grad_output_,
 std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_cuda(const at::Tensor& self,
                                                             c10::IntArrayRef output_size) {
   const char* op = "adaptive_max_pool2d";
-  check_input(self, op);
-  return max_pool(self, adaptive_geometry(self, output_size, op), true, op);
+  const Pool2dGeometry s = check_adaptive_pool2d(op, self, output_size, /*max=*/true);
+  check_pool_dtype(op, self, kCudaDtypes);
+  return max_pool(self, kernel_geometry(self, s, nullptr), /*adaptive=*/true, op);
 }
 
 at::Tensor adaptive_max_pool2d_backward_cuda(const at::Tensor& grad_output,
                                              const at::Tensor& self, const at::Tensor& indices) {
   const char* op = "adaptive_max_pool2d_backward";
-  check_input(self, op);
-  TORCH_CHECK(grad_output.dim() == 4, "cnnext.", op, ": expected 4D grad_output");
-  const PoolGeometry g = geometry(self, grad_output.size(2), grad_output.size(3), nullptr);
-  return max_pool_backward(grad_output, self, indices, g, true, op);
+  const Pool2dGeometry s = adaptive_backward_geometry(op, grad_output, self, /*max=*/true);
+  check_backward_inputs(op, grad_output, self, &indices, s);
+  return max_pool_backward(grad_output, self, indices, kernel_geometry(self, s, nullptr),
+                           /*adaptive=*/true, op);
 }
 
 }  // namespace
