@@ -58,13 +58,15 @@ def test_autocast_cuda_kernel_redispatches_to_the_device_kernel():
     assert_close(out, F.conv2d(x, w, b, padding=1))
 
 
-def test_cpu_autocast_leaves_cnnext_conv2d_in_float32():
-    # Only AutocastCUDA is registered: CPU autocast must not reach the CPU kernel with bf16.
+def test_cpu_autocast_casts_like_torch():
+    # cnnext.functional casts under CPU autocast as torch's conv does (bf16 out), computing
+    # the CPU kernel in float32; the AutocastCUDA kernel is not involved on the CPU.
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = cnnext.functional.conv2d(x, w, padding=1)
-    assert out.dtype == torch.float32
-    assert_close(out, F.conv2d(x, w, padding=1))
+        ref = F.conv2d(x, w, padding=1)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    assert_close(out, ref)
 
 
 def test_tolerances_cover_every_cuda_dtype():

@@ -50,10 +50,11 @@ def test_conv2d_error_names_argument_and_value(case):
     assert re.search(pattern, message), f"{message!r} does not match {pattern!r}"
 
 
-def test_conv2d_integer_dtype_error_names_the_dtype():
-    # torch has a slow integer convolution on the CPU; cnnext computes float32/float64 only.
+def test_conv2d_operator_rejects_integer_dtype_naming_it():
+    # The functional computes integer inputs as torch does (through float64); the operator
+    # itself takes float32/float64 only and says which dtype it got.
     with pytest.raises(RuntimeError, match=r"^cnnext\.conv2d: input dtype Long is not supported"):
-        cnnext.functional.conv2d(x.long(), w.long(), groups=2)
+        torch.ops.cnnext.conv2d(x.long(), w.long(), None, (1, 1), (0, 0), (1, 1), 2)
 
 
 def test_conv2d_module_error_is_the_functional_one():
