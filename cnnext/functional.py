@@ -145,6 +145,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 # ---- pooling ------------------------------------------------------------------------------
+# Half types are pooled in float32 on the CPU (our CPU kernels are float32/float64), cast back after.
+_CPU_UPCAST = (torch.float16, torch.bfloat16)
 def _pool_pair(value, name, op):
     """torch's pooling arguments: an int or a tuple of one or two ints."""
     if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
