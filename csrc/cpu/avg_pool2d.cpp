@@ -53,7 +53,9 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& self, c10::IntArrayRef kernel_size,
   AT_DISPATCH_FLOATING_TYPES_AND(at::kLong, input.scalar_type(), "cnnext_avg_pool2d_cpu", [&] {
     avg_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                pool_layout(g, cl), s.rows, s.cols,
-                               s.params.kernel_h * s.params.kernel_w, divisor);
+                               s.params.kernel_h * s.params.kernel_w, divisor,
+                               regular_cols(g.in_w, g.out_w, s.params.kernel_w,
+                                            s.params.stride_w, s.params.pad_w, 1));
   });
   return out;
 }

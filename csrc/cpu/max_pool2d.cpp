@@ -42,7 +42,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& self,
   const auto rows = max_rows(g, p), cols = max_cols(g, p);
   AT_DISPATCH_ALL_TYPES(input.scalar_type(), "cnnext_max_pool2d_cpu", [&] {
     max_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                               ind.data_ptr<int64_t>(), L, rows, cols, p.kernel_h * p.kernel_w);
+                               ind.data_ptr<int64_t>(), L, rows, cols, p.kernel_h * p.kernel_w,
+                               regular_cols(g.in_w, g.out_w, p.kernel_w, p.stride_w, p.pad_w,
+                                            p.dilation_w));
   });
   return {out, ind};
 }
