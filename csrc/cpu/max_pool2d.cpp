@@ -63,8 +63,9 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
   const at::Tensor id = indices.contiguous(fmt);
-  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt)).zero_();
-  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input;
+  // Zeroed by the kernel, plane by plane, just before its scatter.
+  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
+  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const PoolLayout L = pool_layout(g, cl);
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {

@@ -199,7 +199,7 @@ void avg_pool_forward(const T* in, T* out, const PoolLayout& L,
   });
 }
 
-// grad_input (zero-filled) += grad_output / divisor over every input of each window.
+// grad_input = sum of grad_output / divisor over every input of each window.
 template <typename T, typename ShareFn>
 void avg_pool_backward(const T* grad_out, T* grad_in, const PoolLayout& L,
                        const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
