@@ -207,6 +207,37 @@ def test_nan_and_inf(device, dtype, channels_last):
             dtype, grad=False)
 
 
+# Every ISA path of the CPU loops (CNNEXT_ISA narrows the run-time choice; read per call):
+# NCHW float rows take the vector path, whose body and scalar edges must agree with torch on
+# NaN (the last NaN of a window wins), -inf and ties (the first maximum wins).
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_every_isa_path_matches_torch(monkeypatch, isa):
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    gen = torch.Generator().manual_seed(7)
+    configs = [dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1),
+               dict(kernel_size=3, stride=2, ceil_mode=True), dict(kernel_size=3, stride=1, padding=1),
+               dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1))]
+    dilated = [dict(kernel_size=2, stride=1, dilation=2), dict(kernel_size=3, stride=2, dilation=(1, 2))]
+    for dtype, width, channels_last in itertools.product(DTYPES, [43, 13, 6], [False, True]):
+        x = torch.randint(-3, 4, (2, 3, 7, width), generator=gen).to(dtype)  # many ties
+        flat = x.view(-1)
+        flat[torch.randperm(flat.numel(), generator=gen)[:flat.numel() // 9]] = float("nan")
+        flat[torch.randperm(flat.numel(), generator=gen)[:flat.numel() // 9]] = float("-inf")
+        x[1, 2] = float("-inf")
+        x[0, 1, :3, :9] = float("nan")
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        for args in configs + dilated:
+            compare(lambda t: CF.max_pool2d(t, return_indices=True, **args),
+                    lambda t: F.max_pool2d(t, return_indices=True, **args), x, dtype, indices=True)
+        finite = torch.nan_to_num(x, nan=0.5, neginf=-2.0)  # avg: keep the gradients finite
+        for args in configs:
+            compare(lambda t: CF.avg_pool2d(t, **args), lambda t: F.avg_pool2d(t, **args),
+                    finite, dtype)
+        compare(lambda t: CF.avg_pool2d(t, 3, 2, 1, count_include_pad=False),
+                lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False), finite, dtype)
+
+
 def test_all_minus_inf_gives_valid_indices(device):
     x = torch.full((1, 2, 5, 5), float("-inf"), device=device)
     out, idx = CF.max_pool2d(x, 2, 2, 1, ceil_mode=True, return_indices=True)

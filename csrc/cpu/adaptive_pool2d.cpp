@@ -56,8 +56,9 @@ at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const
   const bool cl = wants_channels_last(self);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
-  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt)).zero_();
-  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input;
+  // Zeroed by the kernel, plane by plane, just before its scatter.
+  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
+  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_adaptive_avg_pool2d_backward_cpu", [&] {
     // torch divides by each extent in turn; kept for bit-identical gradients.
     auto share = [](scalar_t g_out, const PoolRange& rh, const PoolRange& rw) {

@@ -53,7 +53,9 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& self, c10::IntArrayRef kernel_size,
   AT_DISPATCH_FLOATING_TYPES_AND(at::kLong, input.scalar_type(), "cnnext_avg_pool2d_cpu", [&] {
     avg_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                pool_layout(g, cl), s.rows, s.cols,
-                               s.params.kernel_h * s.params.kernel_w, divisor);
+                               s.params.kernel_h * s.params.kernel_w, divisor,
+                               regular_cols(g.in_w, g.out_w, s.params.kernel_w,
+                                            s.params.stride_w, s.params.pad_w, 1));
   });
   return out;
 }
@@ -72,8 +74,9 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const bool cl = wants_channels_last(self);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
-  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt)).zero_();
-  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input;
+  // Zeroed by the kernel, plane by plane, just before its scatter.
+  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
+  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const bool has_div = divisor_override.has_value();
   const int64_t div_value = has_div ? *divisor_override : 1;
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_avg_pool2d_backward_cpu", [&] {

@@ -42,7 +42,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& self,
   const auto rows = max_rows(g, p), cols = max_cols(g, p);
   AT_DISPATCH_ALL_TYPES(input.scalar_type(), "cnnext_max_pool2d_cpu", [&] {
     max_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                               ind.data_ptr<int64_t>(), L, rows, cols, p.kernel_h * p.kernel_w);
+                               ind.data_ptr<int64_t>(), L, rows, cols, p.kernel_h * p.kernel_w,
+                               regular_cols(g.in_w, g.out_w, p.kernel_w, p.stride_w, p.pad_w,
+                                            p.dilation_w));
   });
   return {out, ind};
 }
@@ -61,8 +63,9 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
   const at::Tensor id = indices.contiguous(fmt);
-  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt)).zero_();
-  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input;
+  // Zeroed by the kernel, plane by plane, just before its scatter.
+  at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
+  if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const PoolLayout L = pool_layout(g, cl);
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {

@@ -2,9 +2,13 @@
 // Generic CPU pooling loops, shared by max / avg / adaptive pooling. A pooling op supplies the
 // window of every output row and column (PoolRange, from csrc/common/pool_shapes.h).
 //
-// Layout: an NCHW tensor is pooled as N*C "images" of one channel (planar loops, scalar per
-// output); a channels_last tensor as N images of C channels, the innermost loop running over
-// the contiguous channels (vectorised by the compiler). No copy to NCHW is made.
+// Layout: an NCHW tensor is pooled as N*C "images" of one channel (planar loops; float rows
+// with a regular window take an explicit vector path over consecutive outputs); a
+// channels_last tensor as N images of C channels, the innermost loop running over the
+// contiguous channels (vectorised by the compiler). No copy to NCHW is made.
+//
+// ISA: the loops (pool2d_kernels.inc) are compiled for AVX-512, AVX2 and plain x86-64; the
+// build has no -march flag, and active_isa() (honouring CNNEXT_ISA) picks one per call.
 //
 // Parallelism: forward over output rows (image, oh), so few planes still use every thread.
 // Backward scatters grad_output into grad_input; each (image, channel) plane is owned by one
@@ -15,10 +19,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
 #include "../common/pool_shapes.h"
+#include "gemm/gemm.h"
 
 namespace cnnext::cpu {
 
@@ -45,34 +52,28 @@ std::vector<PoolRange> ranges(int64_t count, const RangeFn& fn) {
   return r;
 }
 
-// Runs body(image, oh) for every output row, in parallel; grain sized so a task has some
-// thousands of element reads.
+// Runs body(r0, r1) over ranges of output rows (image * out_h + oh), in parallel; grain sized
+// so a task has some thousands of element reads.
 template <typename Body>
-void for_each_output_row(const PoolLayout& L, int64_t window_area, const Body& body) {
+void for_output_rows(const PoolLayout& L, int64_t window_area, const Body& body) {
   const int64_t per_row = std::max<int64_t>(1, L.out_w * L.channels * window_area);
   const int64_t grain = std::max<int64_t>(1, 16384 / per_row);
-  at::parallel_for(0, L.images * L.out_h, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) body(r / L.out_h, r % L.out_h);
-  });
+  at::parallel_for(0, L.images * L.out_h, grain, body);
 }
 
-// Runs body(image, c0, c1) over disjoint (image, channel-block) tasks that cover every plane
-// once. Channels are split only when images alone cannot feed the threads.
-template <typename Body>
-void for_each_plane_block(const PoolLayout& L, const Body& body) {
+// Disjoint (image, channel-block) tasks covering every plane once: task t is image
+// t / blocks, channels [(t % blocks) * block, + block). Channels are split only when images
+// alone cannot feed the threads.
+struct PlaneBlocks {
+  int64_t blocks, block;
+};
+inline PlaneBlocks plane_blocks(const PoolLayout& L) {
   const int64_t threads = at::get_num_threads();
   int64_t blocks = 1;
   if (L.channels > 1 && L.images < threads) {
     blocks = std::min<int64_t>(L.channels / 16 + 1, (threads + L.images - 1) / L.images);
   }
-  const int64_t block = (L.channels + blocks - 1) / blocks;
-  at::parallel_for(0, L.images * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t c0 = (t % blocks) * block;
-      const int64_t c1 = std::min(L.channels, c0 + block);
-      if (c0 < c1) body(t / blocks, c0, c1);
-    }
-  });
+  return {blocks, (L.channels + blocks - 1) / blocks};
 }
 
 template <typename T>
@@ -81,146 +82,140 @@ constexpr T lowest_value() {
                                               : std::numeric_limits<T>::lowest();
 }
 
+// Regular window geometry along W (max_pool2d / avg_pool2d, not adaptive) and the outputs
+// [lo, hi) whose windows lie inside the row: those take the vector path.
+struct RegularCols {
+  int64_t stride = 0, pad = 0, dilation = 1, kernel = 0;  // stride 0: scalar loops only
+  int64_t lo = 0, hi = 0;
+};
+
+inline RegularCols regular_cols(int64_t in_w, int64_t out_w, int64_t kernel, int64_t stride,
+                                int64_t pad, int64_t dilation) {
+  RegularCols rc;
+  // Vector loads gather every stride-th element: strides 1 and 2 only; int32 lane indices.
+  if ((stride != 1 && stride != 2) || in_w <= 0 || out_w <= 0) return rc;
+  const int64_t lo = (pad + stride - 1) / stride;           // ow * stride - pad >= 0
+  const int64_t last = in_w - 1 + pad - (kernel - 1) * dilation;  // ow * stride <= last
+  if (last < 0) return rc;
+  const int64_t hi = std::min(out_w, last / stride + 1);
+  if (hi <= lo) return rc;
+  return RegularCols{stride, pad, dilation, kernel, lo, hi};
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
+namespace pool_avx512 {
+#define POOL_LANES 16
+#include "pool2d_kernels.inc"
+#undef POOL_LANES
+}  // namespace pool_avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace pool_avx2 {
+#define POOL_LANES 8
+#include "pool2d_kernels.inc"
+#undef POOL_LANES
+}  // namespace pool_avx2
+#pragma GCC pop_options
+#endif
+
+namespace pool_portable {
+#define POOL_LANES 4
+#include "pool2d_kernels.inc"
+#undef POOL_LANES
+}  // namespace pool_portable
+
 // ---- max: value and flat index of the first maximum; NaN wins and propagates ---------------
 // Update rule (torch's): take v when v > max or v is NaN. An all -inf window keeps its first
 // element's index.
 template <typename T>
-void max_pool_forward(const T* __restrict in, T* __restrict out, int64_t* __restrict ind,
-                      const PoolLayout& L, const std::vector<PoolRange>& rows,
-                      const std::vector<PoolRange>& cols, int64_t window_area) {
-  const int64_t C = L.channels, W = L.in_w;
-  for_each_output_row(L, window_area, [&](int64_t img, int64_t oh) {
-    const PoolRange rh = rows[oh];
-    const T* src = in + img * L.in_plane() * C;
-    const int64_t o_base = (img * L.out_h + oh) * L.out_w;
-    for (int64_t ow = 0; ow < L.out_w; ++ow) {
-      const PoolRange rw = cols[ow];
-      const int64_t first = rh.begin * W + rw.begin;
-      if (C == 1) {
-        T best = lowest_value<T>();
-        int64_t best_i = first;
-        for (int64_t ih = rh.begin; ih < rh.end; ih += rh.step) {
-          for (int64_t iw = rw.begin; iw < rw.end; iw += rw.step) {
-            const int64_t i = ih * W + iw;
-            const T v = src[i];
-            if (v > best || at::_isnan(v)) {
-              best = v;
-              best_i = i;
-            }
-          }
-        }
-        out[o_base + ow] = best;
-        ind[o_base + ow] = best_i;
-      } else {
-        T* __restrict o = out + (o_base + ow) * C;
-        int64_t* __restrict id = ind + (o_base + ow) * C;
-        std::fill(o, o + C, lowest_value<T>());
-        std::fill(id, id + C, first);
-        for (int64_t ih = rh.begin; ih < rh.end; ih += rh.step) {
-          for (int64_t iw = rw.begin; iw < rw.end; iw += rw.step) {
-            const int64_t i = ih * W + iw;
-            const T* __restrict x = src + i * C;
-            for (int64_t c = 0; c < C; ++c) {  // branch-free so it vectorises
-              const bool take = x[c] > o[c] || at::_isnan(x[c]);
-              o[c] = take ? x[c] : o[c];
-              id[c] = take ? i : id[c];
-            }
-          }
-        }
+void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
+                      const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
+                      int64_t window_area, RegularCols rc = {}) {
+  if (L.in_plane() >= (int64_t(1) << 31)) rc = RegularCols{};  // int32 lane indices
+  const Isa isa = active_isa();
+  for_output_rows(L, window_area, [&](int64_t r0, int64_t r1) {
+    auto run = [&]() {
+      (void)isa;
+#if defined(__x86_64__) && defined(__GNUC__)
+      switch (isa) {
+        case Isa::Avx512: return pool_avx512::max_forward_rows<T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+        case Isa::Avx2: return pool_avx2::max_forward_rows<T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+        default: break;
       }
-    }
+#endif
+      pool_portable::max_forward_rows<T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+    };
+    run();
   });
 }
 
 // grad_input[index] += grad_output, plane by plane. Returns false if an index lies outside
 // its plane (such entries are skipped, never written out of bounds).
 template <typename T>
-bool max_pool_backward(const T* __restrict grad_out, const int64_t* __restrict ind,
-                       T* __restrict grad_in, const PoolLayout& L) {
+bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L) {
   std::atomic<bool> ok{true};
-  const int64_t C = L.channels, in_plane = L.in_plane(), out_plane = L.out_plane();
-  for_each_plane_block(L, [&](int64_t img, int64_t c0, int64_t c1) {
-    const T* go = grad_out + img * out_plane * C;
-    const int64_t* id = ind + img * out_plane * C;
-    T* gi = grad_in + img * in_plane * C;
-    bool plane_ok = true;
-    for (int64_t o = 0; o < out_plane; ++o) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t i = id[o * C + c];
-        if (i >= 0 && i < in_plane) {
-          gi[i * C + c] += go[o * C + c];
-        } else {
-          plane_ok = false;
-        }
+  const PlaneBlocks pb = plane_blocks(L);
+  const Isa isa = active_isa();
+  at::parallel_for(0, L.images * pb.blocks, 1, [&](int64_t t0, int64_t t1) {
+    auto run = [&]() -> bool {
+      (void)isa;
+#if defined(__x86_64__) && defined(__GNUC__)
+      switch (isa) {
+        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+        default: break;
       }
-    }
-    if (!plane_ok) ok = false;
+#endif
+      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+    };
+    if (!run()) ok = false;
   });
   return ok;
 }
 
 // ---- average: sum of the window's elements / divisor(rh, rw); an empty window gives 0 ------
 template <typename T, typename DivisorFn>
-void avg_pool_forward(const T* __restrict in, T* __restrict out, const PoolLayout& L,
+void avg_pool_forward(const T* in, T* out, const PoolLayout& L,
                       const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
-                      int64_t window_area, const DivisorFn& divisor) {
-  const int64_t C = L.channels, W = L.in_w;
-  for_each_output_row(L, window_area, [&](int64_t img, int64_t oh) {
-    const PoolRange rh = rows[oh];
-    const T* src = in + img * L.in_plane() * C;
-    const int64_t o_base = (img * L.out_h + oh) * L.out_w;
-    for (int64_t ow = 0; ow < L.out_w; ++ow) {
-      const PoolRange rw = cols[ow];
-      T* __restrict o = out + (o_base + ow) * C;
-      if (rh.begin >= rh.end || rw.begin >= rw.end) {
-        std::fill(o, o + C, T(0));
-        continue;
+                      int64_t window_area, const DivisorFn& divisor, RegularCols rc = {}) {
+  const Isa isa = active_isa();
+  for_output_rows(L, window_area, [&](int64_t r0, int64_t r1) {
+    auto run = [&]() {
+      (void)isa;
+#if defined(__x86_64__) && defined(__GNUC__)
+      switch (isa) {
+        case Isa::Avx512: return pool_avx512::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1);
+        case Isa::Avx2: return pool_avx2::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1);
+        default: break;
       }
-      const T div = static_cast<T>(divisor(rh, rw));
-      if (C == 1) {
-        T sum = 0;
-        for (int64_t ih = rh.begin; ih < rh.end; ++ih) {
-          const T* x = src + ih * W;
-          for (int64_t iw = rw.begin; iw < rw.end; ++iw) sum += x[iw];
-        }
-        o[0] = sum / div;
-      } else {
-        std::fill(o, o + C, T(0));
-        for (int64_t ih = rh.begin; ih < rh.end; ++ih) {
-          for (int64_t iw = rw.begin; iw < rw.end; ++iw) {
-            const T* __restrict x = src + (ih * W + iw) * C;
-            for (int64_t c = 0; c < C; ++c) o[c] += x[c];
-          }
-        }
-        for (int64_t c = 0; c < C; ++c) o[c] = o[c] / div;
-      }
-    }
+#endif
+      pool_portable::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1);
+    };
+    run();
   });
 }
 
-// grad_input (zero-filled) += grad_output / divisor over every input of each window.
+// grad_input = sum of grad_output / divisor over every input of each window.
 template <typename T, typename ShareFn>
-void avg_pool_backward(const T* __restrict grad_out, T* __restrict grad_in, const PoolLayout& L,
+void avg_pool_backward(const T* grad_out, T* grad_in, const PoolLayout& L,
                        const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
                        const ShareFn& share) {
-  const int64_t C = L.channels, W = L.in_w, in_plane = L.in_plane(), out_plane = L.out_plane();
-  for_each_plane_block(L, [&](int64_t img, int64_t c0, int64_t c1) {
-    const T* go = grad_out + img * out_plane * C;
-    T* gi = grad_in + img * in_plane * C;
-    for (int64_t oh = 0; oh < L.out_h; ++oh) {
-      const PoolRange rh = rows[oh];
-      for (int64_t ow = 0; ow < L.out_w; ++ow) {
-        const PoolRange rw = cols[ow];
-        if (rh.begin >= rh.end || rw.begin >= rw.end) continue;
-        const T* __restrict g = go + (oh * L.out_w + ow) * C;
-        for (int64_t ih = rh.begin; ih < rh.end; ++ih) {
-          for (int64_t iw = rw.begin; iw < rw.end; ++iw) {
-            T* __restrict x = gi + (ih * W + iw) * C;
-            for (int64_t c = c0; c < c1; ++c) x[c] += share(g[c], rh, rw);
-          }
-        }
-      }
+  const PlaneBlocks pb = plane_blocks(L);
+  const Isa isa = active_isa();
+  at::parallel_for(0, L.images * pb.blocks, 1, [&](int64_t t0, int64_t t1) {
+    (void)isa;
+#if defined(__x86_64__) && defined(__GNUC__)
+    switch (isa) {
+      case Isa::Avx512: return pool_avx512::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, pb.blocks, pb.block, t0, t1);
+      case Isa::Avx2: return pool_avx2::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, pb.blocks, pb.block, t0, t1);
+      default: break;
     }
+#endif
+    pool_portable::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, pb.blocks, pb.block, t0, t1);
   });
 }
 
