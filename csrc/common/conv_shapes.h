@@ -34,6 +34,12 @@ inline std::array<int64_t, 2> to_pair(c10::IntArrayRef v, const char* name) {
   return v.size() == 1 ? std::array<int64_t, 2>{v[0], v[0]} : std::array<int64_t, 2>{v[0], v[1]};
 }
 
+inline Conv2dParams make_conv2d_params(c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                       c10::IntArrayRef dilation, int64_t groups) {
+  return Conv2dParams{to_pair(stride, "stride"), to_pair(padding, "padding"),
+                      to_pair(dilation, "dilation"), groups};
+}
+
 inline int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad,
                                 int64_t dilation) {
   return (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
@@ -132,6 +138,22 @@ inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& we
               "cnnext.conv2d: output or workspace size overflows int64 (input ", input.sizes(),
               ", weight ", weight.sizes(), ")");
   return g;
+}
+
+// conv2d_backward's grad_output must be the forward output's shape, dtype and device.
+inline void check_conv2d_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                                     const Conv2dGeometry& g) {
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&
+                  grad_output.size(1) == g.out_channels && grad_output.size(2) == g.out_h &&
+                  grad_output.size(3) == g.out_w,
+              "cnnext.conv2d_backward: expected grad_output of size [", g.batch, ", ",
+              g.out_channels, ", ", g.out_h, ", ", g.out_w, "], but got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
+              "cnnext.conv2d_backward: grad_output type (", grad_output.scalar_type(),
+              ") and input type (", input.scalar_type(), ") should be the same");
+  TORCH_CHECK(grad_output.device() == input.device(), "cnnext.conv2d_backward: grad_output (",
+              grad_output.device(), ") and input (", input.device(),
+              ") must be on the same device");
 }
 
 }  // namespace cnnext

@@ -45,12 +45,6 @@ bool use_direct(const Conv2dGeometry& g) {
   return algo != ConvAlgo::Im2col && depthwise_applies(g, algo == ConvAlgo::Direct);
 }
 
-Conv2dParams make_params(c10::IntArrayRef stride, c10::IntArrayRef padding,
-                         c10::IntArrayRef dilation, int64_t groups) {
-  return Conv2dParams{to_pair(stride, "stride"), to_pair(padding, "padding"),
-                      to_pair(dilation, "dilation"), groups};
-}
-
 void check_cpu_dtype(const at::Tensor& t) {
   TORCH_CHECK(t.device().is_cpu(), "cnnext.conv2d: expected a CPU tensor, got ", t.device());
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
@@ -184,7 +178,7 @@ void forward_task(const Plan& pl, const TaskRange& r, const T* in, const T* w, c
 at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
                       const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
                       c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
-  const Conv2dParams p = make_params(stride, padding, dilation, groups);
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cpu_dtype(input_);
   const at::Tensor input = input_.contiguous();
@@ -327,17 +321,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, std::array<bool, 3> output_mask) {
-  const Conv2dParams p = make_params(stride, padding, dilation, groups);
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, c10::nullopt, p);
   check_cpu_dtype(input_);
-  TORCH_CHECK(grad_output_.dim() == 4 && grad_output_.size(0) == g.batch &&
-                  grad_output_.size(1) == g.out_channels && grad_output_.size(2) == g.out_h &&
-                  grad_output_.size(3) == g.out_w,
-              "cnnext.conv2d_backward: expected grad_output of size [", g.batch, ", ",
-              g.out_channels, ", ", g.out_h, ", ", g.out_w, "], but got ", grad_output_.sizes());
-  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type(),
-              "cnnext.conv2d_backward: grad_output type (", grad_output_.scalar_type(),
-              ") and input type (", input_.scalar_type(), ") should be the same");
+  check_conv2d_grad_output(grad_output_, input_, g);
   const at::Tensor grad_output = grad_output_.contiguous();
   const at::Tensor weight = weight_.contiguous();
   // Unselected results are empty (0-element) tensors: custom ops return defined tensors.

@@ -13,12 +13,6 @@
 namespace cnnext::cuda {
 namespace {
 
-Conv2dParams make_params(c10::IntArrayRef stride, c10::IntArrayRef padding,
-                         c10::IntArrayRef dilation, int64_t groups) {
-  return Conv2dParams{to_pair(stride, "stride"), to_pair(padding, "padding"),
-                      to_pair(dilation, "dilation"), groups};
-}
-
 void check_cuda(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.is_cuda(), "cnnext.conv2d: expected ", what, " to be a CUDA tensor, got ",
               t.device());
@@ -104,7 +98,7 @@ void check_tensor_core_arch(const at::Tensor& t, DType dtype, bool tf32) {
 at::Tensor conv2d_cuda(const at::Tensor& input_, const at::Tensor& weight_,
                        const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
                        c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
-  const Conv2dParams p = make_params(stride, padding, dilation, groups);
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cuda(input_, "input");
   check_groups_grid(g);
@@ -172,19 +166,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cuda(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, std::array<bool, 3> output_mask) {
-  const Conv2dParams p = make_params(stride, padding, dilation, groups);
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, c10::nullopt, p);
   check_cuda(input_, "input");
   check_cuda(grad_output_, "grad_output");
   check_groups_grid(g);
-  TORCH_CHECK(grad_output_.dim() == 4 && grad_output_.size(0) == g.batch &&
-                  grad_output_.size(1) == g.out_channels && grad_output_.size(2) == g.out_h &&
-                  grad_output_.size(3) == g.out_w,
-              "cnnext.conv2d_backward: expected grad_output of size [", g.batch, ", ",
-              g.out_channels, ", ", g.out_h, ", ", g.out_w, "], but got ", grad_output_.sizes());
-  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type(),
-              "cnnext.conv2d_backward: grad_output type (", grad_output_.scalar_type(),
-              ") and input type (", input_.scalar_type(), ") should be the same");
+  check_conv2d_grad_output(grad_output_, input_, g);
   const DType dtype = dtype_of(input_, "conv2d_backward");
   const c10::cuda::CUDAGuard guard(input_.device());
   const cudaStream_t stream = stream_for(input_);
