@@ -5,6 +5,10 @@
 #include <algorithm>
 #include <cstring>
 
+// Keep the short copy/zero loops below inline: GCC would otherwise turn them into memcpy /
+// memset calls, which cost more than the 10..60-element rows of small layers.
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+
 namespace cnnext::cpu {
 namespace {
 
@@ -19,6 +23,40 @@ inline void valid_range(int64_t out_w, int64_t in_w, int64_t offset, int64_t str
   hi = std::clamp(hi, lo, out_w);
 }
 
+// Copies n elements in 16-byte blocks, the last block overlapping the previous one: no
+// alignment peel and no scalar tail, which dominate for the 10..60-pixel rows of small layers.
+template <typename T>
+inline void copy_short(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
+  constexpr int64_t B = 16 / sizeof(T);
+  if (n < B) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
+    return;
+  }
+  int64_t j = 0;
+  for (; j + B <= n; j += B) __builtin_memcpy(dst + j, src + j, 16);
+  if (j < n) __builtin_memcpy(dst + n - B, src + n - B, 16);
+}
+
+// One column-matrix row segment of out_w pixels: zeros, the in-image run, zeros. A library
+// call per segment would cost more than the copy for short rows.
+template <typename T>
+inline void fill_col_row(T* __restrict__ out, const T* __restrict__ in_row, int64_t out_w,
+                         int64_t lo, int64_t hi, int64_t stride_w, int64_t x_off) {
+  for (int64_t ox = 0; ox < lo; ++ox) out[ox] = T(0);
+  if (stride_w == 1) {
+    if (hi - lo >= 256)
+      std::memcpy(out + lo, in_row + x_off + lo, sizeof(T) * (hi - lo));
+    else
+      copy_short(out + lo, in_row + x_off + lo, hi - lo);
+  } else if (stride_w == 2) {
+    const T* src = in_row + x_off;
+    for (int64_t ox = lo; ox < hi; ++ox) out[ox] = src[2 * ox];
+  } else {
+    for (int64_t ox = lo; ox < hi; ++ox) out[ox] = in_row[ox * stride_w + x_off];
+  }
+  for (int64_t ox = hi; ox < out_w; ++ox) out[ox] = T(0);
+}
+
 }  // namespace
 
 template <typename T>
@@ -28,31 +66,37 @@ void im2col(const T* image, const ColShape& s, const ColSlice& slice, T* col) {
   // Small slices stay on the calling thread: a parallel region costs more than the copy.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, (slice.oy1 - slice.oy0) * s.out_w));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t kj = r % s.kernel_w;
-      const int64_t ki = (r / s.kernel_w) % s.kernel_h;
-      const int64_t c = slice.c0 + r / kk;
-      const T* src = image + c * s.in_h * s.in_w;
-      T* dst = col + r * slice.ld;
-      const int64_t x_off = kj * s.dilation_w - s.pad_w;
+    // Locals, not reads through references: the byte copies below may alias any memory, which
+    // would reload every field per row segment.
+    const int64_t in_h = s.in_h, in_w = s.in_w, out_w = s.out_w, kw = s.kernel_w;
+    const int64_t kh = s.kernel_h, stride_h = s.stride_h, stride_w = s.stride_w;
+    const int64_t pad_h = s.pad_h, pad_w = s.pad_w, dil_h = s.dilation_h, dil_w = s.dilation_w;
+    const int64_t c0 = slice.c0, oy0 = slice.oy0, oy1 = slice.oy1, ld = slice.ld;
+    const int64_t kk = kh * kw;
+    const T* const image_l = image;
+    T* const col_l = col;
+    // (c, ki, kj) of row r, stepped rather than divided out per row.
+    int64_t kj = begin % kw, ki = (begin / kw) % kh, c = c0 + begin / kk;
+    for (int64_t r = begin; r < end; ++r, ++kj) {
+      if (kj == kw) {
+        kj = 0;
+        if (++ki == kh) {
+          ki = 0;
+          ++c;
+        }
+      }
+      const T* src = image_l + c * in_h * in_w;
+      T* dst = col_l + r * ld;
+      const int64_t x_off = kj * dil_w - pad_w;
       int64_t lo, hi;
-      valid_range(s.out_w, s.in_w, x_off, s.stride_w, lo, hi);
-      for (int64_t oy = slice.oy0; oy < slice.oy1; ++oy) {
-        const int64_t iy = oy * s.stride_h + ki * s.dilation_h - s.pad_h;
-        T* out_row = dst + (oy - slice.oy0) * s.out_w;
-        if (iy < 0 || iy >= s.in_h) {
-          std::fill(out_row, out_row + s.out_w, T(0));
-          continue;
-        }
-        const T* in_row = src + iy * s.in_w;
-        std::fill(out_row, out_row + lo, T(0));
-        if (s.stride_w == 1) {
-          std::memcpy(out_row + lo, in_row + lo + x_off, sizeof(T) * (hi - lo));
-        } else {
-          const int64_t sw = s.stride_w;
-          for (int64_t ox = lo; ox < hi; ++ox) out_row[ox] = in_row[ox * sw + x_off];
-        }
-        std::fill(out_row + hi, out_row + s.out_w, T(0));
+      valid_range(out_w, in_w, x_off, stride_w, lo, hi);
+      for (int64_t oy = oy0; oy < oy1; ++oy) {
+        const int64_t iy = oy * stride_h + ki * dil_h - pad_h;
+        T* out_row = dst + (oy - oy0) * out_w;
+        if (iy < 0 || iy >= in_h)
+          fill_col_row(out_row, src, out_w, out_w, out_w, stride_w, x_off);
+        else
+          fill_col_row(out_row, src + iy * in_w, out_w, lo, hi, stride_w, x_off);
       }
     }
   });
