@@ -27,6 +27,9 @@ namespace {
 // outputs stay within kBatchBytes so they are still in L2 when the GEMM packs them.
 constexpr int64_t kSmallPlane = 2048;
 constexpr int64_t kBatchBytes = int64_t(512) << 10;
+// Narrow planes (late ResNet stages: 7x7 = 49 pixels) would repack the whole weight matrix for
+// a GEMM only 49 columns wide; batch enough images for this many columns, within the budget.
+constexpr int64_t kMinColumns = 192;
 
 ColShape col_shape(const Conv2dGeometry& g, const Conv2dParams& p) {
   return ColShape{g.in_channels, g.in_h, g.in_w, g.kernel_h, g.kernel_w,
@@ -87,10 +90,17 @@ Plan make_plan(const Conv2dGeometry& g, const Conv2dParams& p, int64_t elem_size
   pl.chunk_oy = std::clamp<int64_t>(budget / std::max<int64_t>(1, pl.rows * g.out_w), 1, g.out_h);
   pl.chunks = (g.out_h + pl.chunk_oy - 1) / pl.chunk_oy;
   if (pl.chunks == 1 && pl.P < kSmallPlane && g.batch > 1) {
-    const int64_t batch_budget = std::min(budget, kBatchBytes / elem_size);
-    const int64_t fit = batch_budget / ((pl.rows + pl.cout_g) * pl.P);  // columns + staged outputs
+    const int64_t per_image = (pl.rows + pl.cout_g) * pl.P;  // columns + staged outputs
+    const int64_t l2_fit = std::min(budget, kBatchBytes / elem_size) / per_image;
+    const int64_t wide_fit = std::min(budget / per_image, (kMinColumns + pl.P - 1) / pl.P);
+    const int64_t fit = std::max(l2_fit, wide_fit);
     const int64_t spread = (g.batch + pl.threads - 1) / pl.threads;  // keep every thread busy
-    pl.images = std::clamp<int64_t>(std::min(fit, spread), 1, g.batch);
+    const int64_t images = std::clamp<int64_t>(std::min(fit, spread), 1, g.batch);
+    // Same number of tasks for every thread: spread the batch evenly over whole rounds.
+    const int64_t tasks = (g.batch + images - 1) / images;
+    const int64_t rounds = (tasks + pl.threads - 1) / pl.threads;
+    pl.images = std::clamp<int64_t>((g.batch + rounds * pl.threads - 1) / (rounds * pl.threads),
+                                    1, images);
   }
   return pl;
 }
