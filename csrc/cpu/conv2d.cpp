@@ -18,6 +18,7 @@
 #include "depthwise_conv2d.h"
 #include "gemm/gemm.h"
 #include "im2col.h"
+#include "winograd_conv2d.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -46,6 +47,42 @@ bool is_pointwise(const Conv2dGeometry& g, const Conv2dParams& p) {
 bool use_direct(const Conv2dGeometry& g) {
   const ConvAlgo algo = conv_algo_override();
   return algo != ConvAlgo::Im2col && depthwise_applies(g, algo == ConvAlgo::Direct);
+}
+
+// Winograd F(4x4, 3x3): float32 only (its rounding error is sized for float32 tolerances).
+bool use_winograd(const Conv2dGeometry& g, const Conv2dParams& p) {
+  if (!winograd_applies(g, p)) return false;
+  const ConvAlgo algo = conv_algo_override();
+  return algo == ConvAlgo::Winograd || (algo == ConvAlgo::Auto && winograd_preferred(g));
+}
+
+// Forward on Winograd when it applies; false when the caller must run another path.
+bool winograd_forward(const Conv2dGeometry& g, const Conv2dParams& p, const float* in,
+                      const float* w, const float* b, float* out) {
+  if (!use_winograd(g, p)) return false;
+  const WinogradProblem wp{g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels,
+                           g.out_h, g.out_w, p.padding[0], p.padding[1], false};
+  winograd_conv2d_3x3(wp, in, w, b, out);
+  return true;
+}
+bool winograd_forward(const Conv2dGeometry&, const Conv2dParams&, const double*, const double*,
+                      const double*, double*) {
+  return false;
+}
+
+// grad_input of a 3x3 stride-1 layer is a 3x3 stride-1 convolution of grad_output with the
+// flipped, transposed kernel and padding 2 - p: Winograd applies to it as well.
+bool winograd_grad_input(const Conv2dGeometry& g, const Conv2dParams& p, const float* go,
+                         const float* w, float* gi) {
+  if (!use_winograd(g, p) || p.padding[0] > 2 || p.padding[1] > 2) return false;
+  const WinogradProblem wp{g.batch, g.out_channels, g.out_h, g.out_w, g.in_channels,
+                           g.in_h, g.in_w, 2 - p.padding[0], 2 - p.padding[1], true};
+  winograd_conv2d_3x3(wp, go, w, nullptr, gi);
+  return true;
+}
+bool winograd_grad_input(const Conv2dGeometry&, const Conv2dParams&, const double*,
+                         const double*, double*) {
+  return false;
 }
 
 void check_cpu_dtype(const at::Tensor& t) {
@@ -212,6 +249,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
       depthwise_conv2d_forward(in, w, b, out, g, p);
       return;
     }
+    if (winograd_forward(g, p, in, w, b, out)) return;
     const Plan pl = make_plan(g, p, sizeof(scalar_t));
     run_tasks(pl.tasks(), pl.threads,
               [&](int64_t t) { forward_task(pl, task_range(pl, t), in, w, b, out); });
@@ -361,7 +399,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
                                 want_gw ? grad_weight.data_ptr<scalar_t>() : nullptr, g, p);
     } else if (want_gi || want_gw) {
       const Plan pl = make_plan(g, p, sizeof(scalar_t));
-      if (want_gi) {
+      if (want_gi && !winograd_grad_input(g, p, go, w, grad_input.data_ptr<scalar_t>())) {
         scalar_t* gi = grad_input.data_ptr<scalar_t>();
         const int64_t per_task = pl.images;  // grad_input tasks own whole images
         const int64_t tasks = (g.batch + per_task - 1) / per_task;

@@ -55,7 +55,9 @@ ConvAlgo conv_algo_override() {
   if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0) return ConvAlgo::Auto;
   if (std::strcmp(env, "im2col") == 0) return ConvAlgo::Im2col;
   if (std::strcmp(env, "direct") == 0) return ConvAlgo::Direct;
-  TORCH_CHECK(false, "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col or direct, got '",
+  if (std::strcmp(env, "winograd") == 0) return ConvAlgo::Winograd;
+  TORCH_CHECK(false,
+              "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col, direct or winograd, got '",
               env, "'");
 }
 

@@ -15,7 +15,8 @@ enum class WorkspaceSlot : int {
   Plane = 3,        // direct kernels: padded input plane
   GradPlane = 4,    // direct kernels: padded grad_input plane
   Accum = 5,        // direct kernels: per-tap grad_weight lane sums
-  Count = 6,
+  WinogradWeights = 6,  // Winograd: transformed weights (the caller's, shared by all threads)
+  Count = 7,
 };
 
 // At least `bytes` bytes, 64-byte aligned, owned by the calling thread. The contents are
@@ -32,8 +33,9 @@ T* thread_workspace_as(WorkspaceSlot slot, int64_t elems) {
 int64_t conv_workspace_budget_bytes();
 
 // Algorithm override for tests: CNNEXT_CONV_ALGO = "auto" (default), "im2col" (always
-// im2col + GEMM, direct kernels off) or "direct" (direct kernels wherever they apply).
-enum class ConvAlgo { Auto, Im2col, Direct };
+// im2col + GEMM, direct kernels and Winograd off), "direct" (direct kernels wherever they
+// apply) or "winograd" (Winograd for every float32 3x3 stride-1 layer it applies to).
+enum class ConvAlgo { Auto, Im2col, Direct, Winograd };
 ConvAlgo conv_algo_override();
 
 }  // namespace cnnext::cpu
