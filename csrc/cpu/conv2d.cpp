@@ -53,7 +53,7 @@ bool use_direct(const Conv2dGeometry& g) {
 bool use_winograd(const Conv2dGeometry& g, const Conv2dParams& p) {
   if (!winograd_applies(g, p)) return false;
   const ConvAlgo algo = conv_algo_override();
-  return algo == ConvAlgo::Winograd || (algo == ConvAlgo::Auto && winograd_preferred(g));
+  return algo == ConvAlgo::Winograd || (algo == ConvAlgo::Auto && winograd_preferred(g, p));
 }
 
 // Forward on Winograd when it applies; false when the caller must run another path.
@@ -61,7 +61,8 @@ bool winograd_forward(const Conv2dGeometry& g, const Conv2dParams& p, const floa
                       const float* w, const float* b, float* out) {
   if (!use_winograd(g, p)) return false;
   const WinogradProblem wp{g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels,
-                           g.out_h, g.out_w, p.padding[0], p.padding[1], false};
+                           g.out_h, g.out_w, p.padding[0], p.padding[1], p.dilation[0],
+                           p.dilation[1], false};
   winograd_conv2d_3x3(wp, in, w, b, out);
   return true;
 }
@@ -71,12 +72,14 @@ bool winograd_forward(const Conv2dGeometry&, const Conv2dParams&, const double*,
 }
 
 // grad_input of a 3x3 stride-1 layer is a 3x3 stride-1 convolution of grad_output with the
-// flipped, transposed kernel and padding 2 - p: Winograd applies to it as well.
+// flipped, transposed kernel, the same dilation d and padding 2 d - p: Winograd applies to it
+// as well (unless p > 2 d, a negative padding).
 bool winograd_grad_input(const Conv2dGeometry& g, const Conv2dParams& p, const float* go,
                          const float* w, float* gi) {
-  if (!use_winograd(g, p) || p.padding[0] > 2 || p.padding[1] > 2) return false;
+  const int64_t pad_h = 2 * p.dilation[0] - p.padding[0], pad_w = 2 * p.dilation[1] - p.padding[1];
+  if (!use_winograd(g, p) || pad_h < 0 || pad_w < 0) return false;
   const WinogradProblem wp{g.batch, g.out_channels, g.out_h, g.out_w, g.in_channels,
-                           g.in_h, g.in_w, 2 - p.padding[0], 2 - p.padding[1], true};
+                           g.in_h, g.in_w, pad_h, pad_w, p.dilation[0], p.dilation[1], true};
   winograd_conv2d_3x3(wp, go, w, nullptr, gi);
   return true;
 }

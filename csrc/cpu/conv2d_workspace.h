@@ -11,7 +11,7 @@ namespace cnnext::cpu {
 enum class WorkspaceSlot : int {
   Columns = 0,      // im2col chunk
   Staging = 1,      // several images' GEMM output / gathered grad_output
-  Partials = 2,     // caller's per-thread grad_weight partial sums
+  Partials = 2,     // caller's per-thread grad_weight partial sums; Winograd's transposed taps
   Plane = 3,        // direct kernels: padded input plane
   GradPlane = 4,    // direct kernels: padded grad_input plane
   Accum = 5,        // direct kernels: per-tap grad_weight lane sums

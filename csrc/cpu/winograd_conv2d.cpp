@@ -28,9 +28,12 @@ constexpr int kLanes = 16;
 
 struct WinogradPlan {
   int64_t batch, in_channels, in_h, in_w, out_channels, out_h, out_w, pad_h, pad_w;
+  int64_t dil_h, dil_w;  // a tile's pixels are this far apart, in the input and the output
   bool flipped;
-  int64_t tiles_h, tiles_w;  // 4x4 output tiles per image column / row
+  // Tiles per image column / row, over all dil_h x dil_w phases (see TileTable).
+  int64_t tiles_h, tiles_w;
   int64_t mr, nr, slivers;   // micro-kernel shape; output-channel slivers
+  int64_t taps_stride;       // row length of the transposed taps (C_out + a vector of zeros)
 };
 
 // Where each tile's patch starts (may be in the padding) and where its outputs go, for the
@@ -76,6 +79,7 @@ namespace {
 namespace {
 
 struct Transforms {
+  void (*transpose)(const WinogradPlan&, const float*, int64_t, int64_t, float*);
   void (*weights)(const WinogradPlan&, const float*, int64_t, float*, int64_t);
   void (*input)(const WinogradPlan&, const TileOrigins&, int64_t, int64_t, const float*, int64_t,
                 int64_t, float*, int64_t);
@@ -86,13 +90,13 @@ struct Transforms {
 Transforms transforms_for(Isa isa) {
   switch (isa) {
     case Isa::Avx512:
-      return {&winograd_avx512::transform_weights, &winograd_avx512::transform_input,
+      return {&winograd_avx512::transpose_weights, &winograd_avx512::transform_weights, &winograd_avx512::transform_input,
               &winograd_avx512::transform_output};
     case Isa::Avx2:
-      return {&winograd_avx2::transform_weights, &winograd_avx2::transform_input,
+      return {&winograd_avx2::transpose_weights, &winograd_avx2::transform_weights, &winograd_avx2::transform_input,
               &winograd_avx2::transform_output};
     default:
-      return {&winograd_portable::transform_weights, &winograd_portable::transform_input,
+      return {&winograd_portable::transpose_weights, &winograd_portable::transform_weights, &winograd_portable::transform_input,
               &winograd_portable::transform_output};
   }
 }
@@ -104,6 +108,14 @@ const KernelSet<float>& float_kernels(Isa isa) {
     default: return gemm_detail::portable_kernels_f32();
   }
 }
+
+// First output row (column) of tile row (column) r. With dilation d the outputs fall into d
+// phases (rows oy = phase mod d), each an undilated convolution of the input's same phase;
+// tile row r is tile r / d of phase r % d, so neighbouring tile rows read neighbouring input.
+int64_t tile_start(int64_t r, int64_t d) { return r % d + 4 * d * (r / d); }
+
+// Tile rows (columns) per image for `out` output rows (columns) at dilation d.
+int64_t tiles_along(int64_t out, int64_t d) { return d * (((out + d - 1) / d + 3) / 4); }
 
 // Owns the arrays behind a TileOrigins.
 class TileTable {
@@ -117,7 +129,7 @@ class TileTable {
     int64_t* a = data_.data();
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n = t / (P.tiles_h * P.tiles_w), rem = t % (P.tiles_h * P.tiles_w);
-      const int64_t oy = 4 * (rem / P.tiles_w), ox = 4 * (rem % P.tiles_w);
+      const int64_t oy = tile_start(rem / P.tiles_w, P.dil_h), ox = tile_start(rem % P.tiles_w, P.dil_w);
       const int64_t y = oy - P.pad_h, x = ox - P.pad_w;
       a[t] = n * P.in_channels * P.in_h * P.in_w + y * P.in_w + x;
       a[padded + t] = y;
@@ -174,14 +186,26 @@ int64_t tiles_per_block(const WinogradPlan& P, int64_t tiles, int64_t threads) {
   return round_up((tiles + blocks - 1) / blocks, kLanes);
 }
 
+// The weights with output channels contiguous (see transpose_weights), in a buffer of the
+// calling thread.
+const float* transposed_weights(const WinogradPlan& P, const Transforms& tf, const float* w) {
+  float* wt = thread_workspace_as<float>(WorkspaceSlot::Partials, 9 * P.in_channels * P.taps_stride);
+  at::parallel_for(0, P.in_channels, 1, [&](int64_t begin, int64_t end) {
+    tf.transpose(P, w, begin, end, wt);
+  });
+  return wt;
+}
+
 void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Transforms& tf,
                      int64_t threads, const float* in, const float* w, const float* bias,
                      float* out) {
   const int64_t Ci = P.in_channels, Co = P.out_channels, mr = P.mr;
-  const int64_t u_e_stride = P.slivers * Ci * mr;
+  // Slivers of U padded by the weight transform's store slack.
+  const int64_t u_s_stride = Ci * mr + kLanes, u_e_stride = P.slivers * u_s_stride;
+  const float* wt = transposed_weights(P, tf, w);
   float* U = thread_workspace_as<float>(WorkspaceSlot::WinogradWeights, 36 * u_e_stride);
   at::parallel_for(0, P.slivers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) tf.weights(P, w, s, U + s * Ci * mr, u_e_stride);
+    for (int64_t s = begin; s < end; ++s) tf.weights(P, wt, s, U + s * u_s_stride, u_e_stride);
   });
 
   const TileTable table(P);
@@ -199,7 +223,7 @@ void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Tr
       for (int64_t i = begin; i < end; ++i) {
         const int64_t t0 = i * tpb, t1 = std::min(tiles, t0 + tpb);
         tf.input(P, T, t0, t1, in, 0, Ci, V, ldv);
-        multiply(ks, P, U, u_e_stride, Ci * mr, 0, P.slivers, V, ldv, t1 - t0, M, Co * ldv, 0,
+        multiply(ks, P, U, u_e_stride, u_s_stride, 0, P.slivers, V, ldv, t1 - t0, M, Co * ldv, 0,
                  36);
         tf.output(P, T, t0, t1, M, Co * ldv, ldv, 0, bias, 0, Co, out);
       }
@@ -215,7 +239,7 @@ void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Tr
       tf.input(P, T, t0, t1, in, begin, end, V, ldv);
     });
     at::parallel_for(0, 36, 1, [&](int64_t begin, int64_t end) {
-      multiply(ks, P, U, u_e_stride, Ci * mr, 0, P.slivers, V, ldv, t1 - t0, M, Co * ldv, begin,
+      multiply(ks, P, U, u_e_stride, u_s_stride, 0, P.slivers, V, ldv, t1 - t0, M, Co * ldv, begin,
                end);
     });
     at::parallel_for(0, Co, 1, [&](int64_t begin, int64_t end) {
@@ -231,16 +255,18 @@ void run_channel_slivers(const WinogradPlan& P, const KernelSet<float>& ks,
   const int64_t tiles = P.batch * P.tiles_h * P.tiles_w, ldv = columns_for(P, tiles);
   const TileTable table(P);
   const TileOrigins& T = table.origins();
+  const float* wt = transposed_weights(P, tf, w);
   float* V = thread_workspace_as<float>(WorkspaceSlot::Columns, 36 * Ci * ldv);
   at::parallel_for(0, Ci, 1, [&](int64_t begin, int64_t end) {
     tf.input(P, T, 0, tiles, in, begin, end, V, ldv);
   });
   at::parallel_for(0, P.slivers, 1, [&](int64_t begin, int64_t end) {
-    float* U = thread_workspace_as<float>(WorkspaceSlot::WinogradWeights, 36 * Ci * mr);
+    const int64_t u_e_stride = Ci * mr + kLanes;  // with the weight transform's store slack
+    float* U = thread_workspace_as<float>(WorkspaceSlot::WinogradWeights, 36 * u_e_stride);
     float* M = thread_workspace_as<float>(WorkspaceSlot::Staging, 36 * mr * ldv);
     for (int64_t s = begin; s < end; ++s) {
-      tf.weights(P, w, s, U, Ci * mr);
-      multiply(ks, P, U, Ci * mr, Ci * mr, s, s + 1, V, ldv, tiles, M, mr * ldv, 0, 36);
+      tf.weights(P, wt, s, U, u_e_stride);
+      multiply(ks, P, U, u_e_stride, 0, s, s + 1, V, ldv, tiles, M, mr * ldv, 0, 36);
       const int64_t o0 = s * mr, o1 = std::min(P.out_channels, o0 + mr);
       tf.output(P, T, 0, tiles, M, mr * ldv, ldv, o0, bias, o0, o1, out);
     }
@@ -251,13 +277,18 @@ void run_channel_slivers(const WinogradPlan& P, const KernelSet<float>& ks,
 
 bool winograd_applies(const Conv2dGeometry& g, const Conv2dParams& p) {
   return g.kernel_h == 3 && g.kernel_w == 3 && p.stride[0] == 1 && p.stride[1] == 1 &&
-         p.dilation[0] == 1 && p.dilation[1] == 1 && g.groups == 1 && g.in_channels > 0 &&
+         g.groups == 1 && g.in_channels > 0 &&
          g.out_channels > 0 && g.out_h > 0 && g.out_w > 0 && g.batch > 0;
 }
 
-bool winograd_preferred(const Conv2dGeometry& g) {
-  // Few channels: the products are too thin to repay the transforms.
-  return g.in_channels >= 16 && g.out_channels >= 16;
+bool winograd_preferred(const Conv2dGeometry& g, const Conv2dParams& p) {
+  // Few channels: the products are too thin to repay the transforms. Few tiles: the weight
+  // transform (C_in x C_out 3x3 kernels, every call) costs more than the products save; e.g.
+  // 1x512x7x7 -> 512 (4 tiles) runs 1.7x faster on im2col, 8x512x7x7 (32 tiles) 1.8x slower.
+  constexpr int64_t kMinTiles = 16;
+  const int64_t tiles =
+      g.batch * tiles_along(g.out_h, p.dilation[0]) * tiles_along(g.out_w, p.dilation[1]);
+  return g.in_channels >= 16 && g.out_channels >= 16 && tiles >= kMinTiles;
 }
 
 void winograd_conv2d_3x3(const WinogradProblem& prob, const float* in, const float* w,
@@ -266,13 +297,15 @@ void winograd_conv2d_3x3(const WinogradProblem& prob, const float* in, const flo
   const KernelSet<float>& ks = float_kernels(isa);
   const Transforms tf = transforms_for(isa);
   WinogradPlan P{prob.batch, prob.in_channels, prob.in_h, prob.in_w, prob.out_channels,
-                 prob.out_h, prob.out_w, prob.pad_h, prob.pad_w, prob.flipped_transposed_weight,
-                 (prob.out_h + 3) / 4, (prob.out_w + 3) / 4, ks.mr, ks.nr, 0};
+                 prob.out_h, prob.out_w, prob.pad_h, prob.pad_w, prob.dil_h, prob.dil_w,
+                 prob.flipped_transposed_weight, tiles_along(prob.out_h, prob.dil_h),
+                 tiles_along(prob.out_w, prob.dil_w), ks.mr, ks.nr, 0,
+                 prob.out_channels + kLanes};
   P.slivers = (P.out_channels + P.mr - 1) / P.mr;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   // A shared U beyond L2-ish sizes, while V of all the tiles is small: go by channel slivers.
   constexpr int64_t kSharedWeightsBytes = int64_t(4) << 20, kAllTilesBytes = int64_t(8) << 20;
-  const int64_t u_bytes = 36 * P.slivers * P.mr * P.in_channels * int64_t(sizeof(float));
+  const int64_t u_bytes = 36 * P.slivers * (P.mr * P.in_channels + kLanes) * int64_t(sizeof(float));
   const int64_t v_bytes = 36 * P.in_channels * columns_for(P, P.batch * P.tiles_h * P.tiles_w) *
                           int64_t(sizeof(float));
   if (u_bytes > kSharedWeightsBytes && v_bytes <= kAllTilesBytes)
