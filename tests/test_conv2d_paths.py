@@ -1,6 +1,7 @@
 """Each CPU conv2d path, forced, against torch: forward and every gradient.
 
-Paths: the direct kernel (depthwise and few-input-channel layers, per ISA), im2col +
+Paths: the direct kernel (depthwise and few-input-channel layers, per ISA), the implicit-GEMM
+forward (short reductions, per ISA), im2col +
 GEMM with the column workspace chunked by output rows (tiny budget), several small images per
 GEMM (default budget), the 1x1 pointwise GEMM, plus batch 0, odd batches, non-contiguous
 tensors, a thread count of 1 and 2, and bit-identical repeats.
@@ -41,7 +42,21 @@ PATHS = {
     "chunked": {"CNNEXT_CONV_WORKSPACE_BYTES": "256", "CNNEXT_CONV_ALGO": "im2col"},
     "im2col": {"CNNEXT_CONV_ALGO": "im2col"},
     "direct": {"CNNEXT_CONV_ALGO": "direct"},
+    "implicit": {"CNNEXT_CONV_ALGO": "implicit"},
 }
+# Layers the implicit-GEMM forward is built for: short reductions, stride phases, wide rows
+# that overhang the next row, stem-like 7x7 stride 2, LeNet-like 5x5, groups.
+IMPLICIT = [
+    (3, 6, 14, 14, 16, 5, 1, 0, 1, 1),        # LeNet C2
+    (2, 3, 29, 31, 64, 7, 2, 3, 1, 1),        # ResNet stem, odd sizes
+    (2, 1, 28, 28, 6, 5, 1, 2, 1, 1),         # LeNet C1
+    (1, 4, 9, 11, 7, (3, 2), (2, 3), (1, 2), (2, 1), 1),
+    (2, 5, 6, 7, 3, (2, 4), (3, 1), (0, 3), (2, 2), 1),
+    (2, 6, 8, 8, 9, 3, 1, 2, 2, 3),           # groups: one packed weight block per group
+    (1, 1, 5, 5, 1, 5, 1, 0, 1, 1),           # one output pixel
+    (3, 4, 9, 9, 5, 1, 2, 1, 1, 1),           # 1x1 with stride and padding
+    (1, 3, 200, 9, 20, 3, 1, 1, 1, 1),        # several row chunks per image (batch 1: split)
+]
 
 
 def _set_env(monkeypatch, env):
@@ -109,8 +124,23 @@ def test_im2col_shapes(monkeypatch, shape, path, dtype):
     _check(shape, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", IMPLICIT + GENERAL)
+def test_implicit_shapes(monkeypatch, shape, dtype):
+    _set_env(monkeypatch, PATHS["implicit"])
+    _check(shape, dtype)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_implicit_each_isa(monkeypatch, isa):
+    _set_env(monkeypatch, {"CNNEXT_ISA": isa, "CNNEXT_CONV_ALGO": "implicit"})
+    for shape in IMPLICIT:
+        _check(shape, torch.float32)
+        _check(shape, torch.float64)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("path", ["auto", "chunked", "im2col"])
+@pytest.mark.parametrize("path", ["auto", "chunked", "im2col", "implicit"])
 def test_thread_counts_and_odd_batches(monkeypatch, path, threads):
     _set_env(monkeypatch, PATHS[path])
     old = torch.get_num_threads()
@@ -123,7 +153,7 @@ def test_thread_counts_and_odd_batches(monkeypatch, path, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("path", ["auto", "chunked"])
+@pytest.mark.parametrize("path", ["auto", "chunked", "implicit"])
 def test_noncontiguous_and_no_bias(monkeypatch, path):
     _set_env(monkeypatch, PATHS[path])
     for shape in (GENERAL[0], GENERAL[4], DEPTHWISE[1]):
@@ -159,7 +189,7 @@ def test_zero_input_channels_matches_torch():
     assert_close(y_op, b.view(1, 3, 1, 1).expand(2, 3, 5, 5))
 
 
-@pytest.mark.parametrize("path", ["auto", "chunked", "im2col", "direct"])
+@pytest.mark.parametrize("path", ["auto", "chunked", "im2col", "direct", "implicit"])
 def test_bit_identical_repeats(monkeypatch, path):
     _set_env(monkeypatch, PATHS[path])
     for shape in (GENERAL[0], GENERAL[1], DEPTHWISE[1], DEPTHWISE[4]):
@@ -176,3 +206,21 @@ def test_chunked_matches_unchunked_layer_sized(monkeypatch):
     _set_env(monkeypatch, {"CNNEXT_CONV_WORKSPACE_BYTES": str(64 * 1024)})
     _check((3, 16, 20, 20, 8, 3, 1, 1, 1, 1), torch.float64)
     _check((3, 16, 20, 20, 8, 3, 2, 1, 1, 2), torch.float64)
+
+
+def test_implicit_same_bits_for_any_thread_count(monkeypatch):
+    """Batch >= threads splits images, batch 1 splits row chunks: the bits do not move."""
+    _set_env(monkeypatch, PATHS["implicit"])
+    old = torch.get_num_threads()
+    try:
+        for shape in (IMPLICIT[0], IMPLICIT[1], IMPLICIT[-1]):
+            n, c, h, wd, co, k, s, p, d, g = shape
+            x = torch.randn(n, c, h, wd)
+            w = torch.randn(co, c // g, *((k, k) if isinstance(k, int) else k))
+            outs = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                outs.append(cnnext.functional.conv2d(x, w, None, s, p, d, g))
+            assert torch.equal(outs[0], outs[1])
+    finally:
+        torch.set_num_threads(old)

@@ -18,6 +18,7 @@
 #include "depthwise_conv2d.h"
 #include "gemm/gemm.h"
 #include "im2col.h"
+#include "implicit_conv2d.h"
 #include "winograd_conv2d.h"
 
 namespace cnnext::cpu {
@@ -86,6 +87,13 @@ bool winograd_grad_input(const Conv2dGeometry& g, const Conv2dParams& p, const f
 bool winograd_grad_input(const Conv2dGeometry&, const Conv2dParams&, const double*,
                          const double*, double*) {
   return false;
+}
+
+// Implicit GEMM (no im2col matrix) for short reductions.
+bool use_implicit(const Conv2dGeometry& g, const Conv2dParams& p) {
+  const ConvAlgo algo = conv_algo_override();
+  if (algo == ConvAlgo::Implicit) return implicit_conv2d_applies(g, p);
+  return algo == ConvAlgo::Auto && implicit_conv2d_preferred(g, p);
 }
 
 void check_cpu_dtype(const at::Tensor& t) {
@@ -253,6 +261,10 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
       return;
     }
     if (winograd_forward(g, p, in, w, b, out)) return;
+    if (use_implicit(g, p)) {
+      implicit_conv2d_forward(in, w, b, out, g, p);
+      return;
+    }
     const Plan pl = make_plan(g, p, sizeof(scalar_t));
     run_tasks(pl.tasks(), pl.threads,
               [&](int64_t t) { forward_task(pl, task_range(pl, t), in, w, b, out); });

@@ -56,8 +56,10 @@ ConvAlgo conv_algo_override() {
   if (std::strcmp(env, "im2col") == 0) return ConvAlgo::Im2col;
   if (std::strcmp(env, "direct") == 0) return ConvAlgo::Direct;
   if (std::strcmp(env, "winograd") == 0) return ConvAlgo::Winograd;
+  if (std::strcmp(env, "implicit") == 0) return ConvAlgo::Implicit;
   TORCH_CHECK(false,
-              "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col, direct or winograd, got '",
+              "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col, direct, winograd or "
+              "implicit, got '",
               env, "'");
 }
 

@@ -16,7 +16,8 @@ enum class WorkspaceSlot : int {
   GradPlane = 4,    // direct kernels: padded grad_input plane
   Accum = 5,        // direct kernels: per-tap grad_weight lane sums
   WinogradWeights = 6,  // Winograd: transformed weights (the caller's, shared by all threads)
-  Count = 7,
+  PackedWeights = 7,    // implicit GEMM: weights in micro-kernel slivers (the caller's, shared)
+  Count = 8,
 };
 
 // At least `bytes` bytes, 64-byte aligned, owned by the calling thread. The contents are
@@ -33,9 +34,10 @@ T* thread_workspace_as(WorkspaceSlot slot, int64_t elems) {
 int64_t conv_workspace_budget_bytes();
 
 // Algorithm override for tests: CNNEXT_CONV_ALGO = "auto" (default), "im2col" (always
-// im2col + GEMM, direct kernels and Winograd off), "direct" (direct kernels wherever they
-// apply) or "winograd" (Winograd for every float32 3x3 stride-1 layer it applies to).
-enum class ConvAlgo { Auto, Im2col, Direct, Winograd };
+// im2col + GEMM, direct kernels, Winograd and implicit GEMM off), "direct" (direct kernels
+// wherever they apply), "winograd" (Winograd for every float32 3x3 stride-1 layer it applies
+// to) or "implicit" (the implicit-GEMM forward wherever it applies).
+enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit };
 ConvAlgo conv_algo_override();
 
 }  // namespace cnnext::cpu

@@ -101,14 +101,6 @@ Transforms transforms_for(Isa isa) {
   }
 }
 
-const KernelSet<float>& float_kernels(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512: return gemm_detail::avx512_kernels_f32();
-    case Isa::Avx2: return gemm_detail::avx2_kernels_f32();
-    default: return gemm_detail::portable_kernels_f32();
-  }
-}
-
 // First output row (column) of tile row (column) r. With dilation d the outputs fall into d
 // phases (rows oy = phase mod d), each an undilated convolution of the input's same phase;
 // tile row r is tile r / d of phase r % d, so neighbouring tile rows read neighbouring input.
@@ -294,7 +286,7 @@ bool winograd_preferred(const Conv2dGeometry& g, const Conv2dParams& p) {
 void winograd_conv2d_3x3(const WinogradProblem& prob, const float* in, const float* w,
                          const float* bias, float* out) {
   const Isa isa = active_isa();
-  const KernelSet<float>& ks = float_kernels(isa);
+  const KernelSet<float>& ks = gemm_kernels<float>(isa);
   const Transforms tf = transforms_for(isa);
   WinogradPlan P{prob.batch, prob.in_channels, prob.in_h, prob.in_w, prob.out_channels,
                  prob.out_h, prob.out_w, prob.pad_h, prob.pad_w, prob.dil_h, prob.dil_w,

@@ -24,25 +24,6 @@ constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
 
 using gemm_detail::KernelSet;
 
-template <typename T>
-const KernelSet<T>& kernel_set(Isa isa);
-template <>
-const KernelSet<float>& kernel_set<float>(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512: return gemm_detail::avx512_kernels_f32();
-    case Isa::Avx2: return gemm_detail::avx2_kernels_f32();
-    default: return gemm_detail::portable_kernels_f32();
-  }
-}
-template <>
-const KernelSet<double>& kernel_set<double>(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512: return gemm_detail::avx512_kernels_f64();
-    case Isa::Avx2: return gemm_detail::avx2_kernels_f64();
-    default: return gemm_detail::portable_kernels_f64();
-  }
-}
-
 // Per-thread packing buffers, reused across calls: fresh pages cost ~1.2 us each to fault in
 // on this VM, more than packing them.
 class ThreadBuffer {
@@ -222,6 +203,23 @@ void gemm_packed(const KernelSet<T>& ks, const Problem<T>& p) {
 
 }  // namespace
 
+template <>
+const KernelSet<float>& gemm_kernels<float>(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return gemm_detail::avx512_kernels_f32();
+    case Isa::Avx2: return gemm_detail::avx2_kernels_f32();
+    default: return gemm_detail::portable_kernels_f32();
+  }
+}
+template <>
+const KernelSet<double>& gemm_kernels<double>(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return gemm_detail::avx512_kernels_f64();
+    case Isa::Avx2: return gemm_detail::avx2_kernels_f64();
+    default: return gemm_detail::portable_kernels_f64();
+  }
+}
+
 template <typename T>
 void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
               const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -235,7 +233,7 @@ void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
     return;
   }
   const Problem<T> p{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
-  const KernelSet<T>& ks = kernel_set<T>(isa);
+  const KernelSet<T>& ks = gemm_kernels<T>(isa);
   if (use_dot_path(ks, p))
     gemm_dot(ks, p);
   else

@@ -26,6 +26,15 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+namespace gemm_detail {
+template <typename T>
+struct KernelSet;
+}
+// The micro-kernels of an ISA (microkernel.h), for callers that drive them directly
+// (Winograd's products, the implicit-GEMM convolution).
+template <typename T>
+const gemm_detail::KernelSet<T>& gemm_kernels(Isa isa);
+
 // Same, with the ISA forced (tests use this to cover every micro-kernel path).
 template <typename T>
 void gemm_isa(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,

@@ -64,7 +64,7 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
   ks.kc = kc;
   ks.nc = nc;
   ks.mc = mc;
-  FillRows<S, kMR, 2>::fill(ks.rows);
+  FillRows<S, kMR, 2>::fill(ks);
   ks.dot = &simd_dot<S>;
   return ks;
 }

@@ -66,7 +66,7 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
   ks.kc = kc;
   ks.nc = nc;
   ks.mc = mc;
-  FillRows<S, kMR, kNV>::fill(ks.rows);
+  FillRows<S, kMR, kNV>::fill(ks);
   ks.dot = &simd_dot<S>;
   return ks;
 }

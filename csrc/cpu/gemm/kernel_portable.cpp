@@ -5,17 +5,18 @@
 namespace cnnext::cpu::gemm_detail {
 namespace {
 
-template <typename T, int MR, int MRP, int NR>
-void portable_kernel(int64_t kc, const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
-                     T* c, int64_t ldc, T alpha, T beta, int64_t n) {
+// row(k) gives where row k of b starts (see the MicroKernel / OffsetMicroKernel contracts).
+template <typename T, int MR, int MRP, int NR, class RowAt>
+void portable_tile(int64_t kc, const T* __restrict__ a, const RowAt& row, T* c, int64_t ldc,
+                   T alpha, T beta, int64_t n) {
   T acc[MR][NR] = {};
   for (int64_t k = 0; k < kc; ++k) {
+    const T* __restrict__ b = row(k);
     for (int i = 0; i < MR; ++i) {
       const T ai = a[i];
       for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
     }
     a += MRP;
-    b += ldb;
   }
   const int64_t cols = n < NR ? n : NR;
   for (int i = 0; i < MR; ++i) {
@@ -28,16 +29,31 @@ void portable_kernel(int64_t kc, const T* __restrict__ a, const T* __restrict__ 
   }
 }
 
+template <typename T, int MR, int MRP, int NR>
+void portable_kernel(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
+                     T alpha, T beta, int64_t n) {
+  portable_tile<T, MR, MRP, NR>(kc, a, [=](int64_t k) { return b + k * ldb; }, c, ldc, alpha,
+                                beta, n);
+}
+
+template <typename T, int MR, int MRP, int NR>
+void portable_offset_kernel(int64_t kc, const T* a, const T* b, const int64_t* b_offset, T* c,
+                            int64_t ldc, T alpha, T beta, int64_t n) {
+  portable_tile<T, MR, MRP, NR>(kc, a, [=](int64_t k) { return b + b_offset[k]; }, c, ldc,
+                                alpha, beta, n);
+}
+
 template <typename T, int MRP, int NR, int M = MRP>
 struct FillRows {
-  static void fill(MicroKernel<T>* rows) {
-    rows[M] = &portable_kernel<T, M, MRP, NR>;
-    FillRows<T, MRP, NR, M - 1>::fill(rows);
+  static void fill(KernelSet<T>& ks) {
+    ks.rows[M] = &portable_kernel<T, M, MRP, NR>;
+    ks.offset_rows[M] = &portable_offset_kernel<T, M, MRP, NR>;
+    FillRows<T, MRP, NR, M - 1>::fill(ks);
   }
 };
 template <typename T, int MRP, int NR>
 struct FillRows<T, MRP, NR, 0> {
-  static void fill(MicroKernel<T>*) {}
+  static void fill(KernelSet<T>&) {}
 };
 
 template <typename T, int MR, int NR>
@@ -48,7 +64,7 @@ KernelSet<T> make_set() {
   ks.kc = 256;
   ks.nc = 1024;
   ks.mc = 64 * MR;
-  FillRows<T, MR, NR>::fill(ks.rows);
+  FillRows<T, MR, NR>::fill(ks);
   return ks;
 }
 

@@ -17,6 +17,13 @@ template <typename T>
 using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
                              T alpha, T beta, int64_t n);
 
+// The same tile with row k of b at b + b_offset[k] instead of b + k*ldb: an implicit im2col,
+// where b is a padded image and the offsets step through (channel, kernel row, kernel column)
+// (implicit_conv2d.h). Every read stays below b + max(b_offset) + nr.
+template <typename T>
+using OffsetMicroKernel = void (*)(int64_t kc, const T* a, const T* b, const int64_t* b_offset,
+                                   T* c, int64_t ldc, T alpha, T beta, int64_t n);
+
 // Dot-product tile for op(A) * op(B) with both operands contiguous along K (A not transposed,
 // B transposed): C[i][j] = alpha * dot(a + i*lda, b + j*ldb) + beta * C[i][j] for i < m,
 // j < n, with m, n <= kDotTile. No packing: for small M and N with large K (conv grad_weight)
@@ -37,6 +44,7 @@ struct KernelSet {
   int64_t kc;      // depth of one packed block
   int64_t nc;      // columns of op(B) packed per block (multiple of nr; sized for L2)
   MicroKernel<T> rows[kMaxMR + 1];  // rows[m] computes an m-row tile, 1 <= m <= mr
+  OffsetMicroKernel<T> offset_rows[kMaxMR + 1];  // the same with offset-addressed rows of b
   DotKernel<T> dot;                 // optional (SIMD paths only; null otherwise)
 };
 

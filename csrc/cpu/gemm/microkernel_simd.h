@@ -8,11 +8,33 @@
 // How many k rows ahead the kernel prefetches op(B) (matters when B is read in place).
 constexpr int64_t kPrefetchRows = CNNEXT_PF_ROWS;
 
+// Where row k of b starts: k*ldb along a packed or in-place operand, prefetched a few rows
+// ahead (the hardware prefetcher misses in-place rows far apart) ...
+template <typename T>
+struct StridedRows {
+  const T* b;
+  int64_t ldb;
+  static constexpr bool kPrefetch = kPrefetchRows > 0;
+  const T* row(int64_t k) const { return b + k * ldb; }
+  const T* ahead(int64_t k) const { return row(k + kPrefetchRows); }
+};
+// ... or at a listed offset (an implicit im2col over a padded image). Its rows are as many
+// streams as taps, too many for the hardware prefetcher: ask for the same row of the next tile
+// (the caller walks the tiles of a sliver left to right).
+template <typename T, int NR>
+struct OffsetRows {
+  const T* b;
+  const int64_t* offset;
+  static constexpr bool kPrefetch = true;
+  const T* row(int64_t k) const { return b + offset[k]; }
+  const T* ahead(int64_t k) const { return row(k) + NR; }
+};
+
 // MR accumulator rows of NV vectors each; MRP is the packed sliver height (stride of a per k).
-template <class S, int MR, int MRP, int NV>
-void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
-                 const typename S::T* __restrict__ b, int64_t ldb, typename S::T* c, int64_t ldc,
-                 typename S::T alpha, typename S::T beta, int64_t n) {
+template <class S, int MR, int MRP, int NV, class Rows>
+void simd_tile(int64_t kc, const typename S::T* __restrict__ a, const Rows rows,
+               typename S::T* c, int64_t ldc, typename S::T alpha, typename S::T beta,
+               int64_t n) {
   using V = typename S::V;
   // The C tile is touched only at the end; start its (likely L2/L3) lines on the way now.
 #pragma GCC unroll 32
@@ -29,11 +51,12 @@ void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k) {
     V bv[NV];
+    const typename S::T* b = rows.row(k);
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       bv[v] = S::load(b + v * S::L);
-      if constexpr (kPrefetchRows > 0)
-        _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb + v * S::L), _MM_HINT_T0);
+      if constexpr (Rows::kPrefetch)
+        _mm_prefetch(reinterpret_cast<const char*>(rows.ahead(k) + v * S::L), _MM_HINT_T0);
     }
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
@@ -42,7 +65,6 @@ void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
       for (int v = 0; v < NV; ++v) acc[i][v] = S::fmadd(ai, bv[v], acc[i][v]);
     }
     a += MRP;
-    b += ldb;
   }
 
   typename S::Mask masks[NV];
@@ -66,6 +88,21 @@ void simd_kernel(int64_t kc, const typename S::T* __restrict__ a,
         S::mask_store(p, masks[v], S::fmadd(old, vb, S::mul(acc[i][v], va)));
       }
   }
+}
+
+template <class S, int MR, int MRP, int NV>
+void simd_kernel(int64_t kc, const typename S::T* a, const typename S::T* b, int64_t ldb,
+                 typename S::T* c, int64_t ldc, typename S::T alpha, typename S::T beta,
+                 int64_t n) {
+  simd_tile<S, MR, MRP, NV>(kc, a, StridedRows<typename S::T>{b, ldb}, c, ldc, alpha, beta, n);
+}
+
+template <class S, int MR, int MRP, int NV>
+void simd_offset_kernel(int64_t kc, const typename S::T* a, const typename S::T* b,
+                        const int64_t* b_offset, typename S::T* c, int64_t ldc,
+                        typename S::T alpha, typename S::T beta, int64_t n) {
+  simd_tile<S, MR, MRP, NV>(kc, a, OffsetRows<typename S::T, NV * S::L>{b, b_offset}, c, ldc,
+                            alpha, beta, n);
 }
 
 // See DotKernel (microkernel.h). Rows past m (columns past n) repeat row 0 (column 0): computed
@@ -126,15 +163,17 @@ void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::
     }
 }
 
-// rows[m] = simd_kernel<S, m, MRP, NV> for m = 1..MRP.
+// rows[m] = simd_kernel<S, m, MRP, NV> and offset_rows[m] = simd_offset_kernel<...> for
+// m = 1..MRP.
 template <class S, int MRP, int NV, int M = MRP>
 struct FillRows {
-  static void fill(MicroKernel<typename S::T>* rows) {
-    rows[M] = &simd_kernel<S, M, MRP, NV>;
-    FillRows<S, MRP, NV, M - 1>::fill(rows);
+  static void fill(KernelSet<typename S::T>& ks) {
+    ks.rows[M] = &simd_kernel<S, M, MRP, NV>;
+    ks.offset_rows[M] = &simd_offset_kernel<S, M, MRP, NV>;
+    FillRows<S, MRP, NV, M - 1>::fill(ks);
   }
 };
 template <class S, int MRP, int NV>
 struct FillRows<S, MRP, NV, 0> {
-  static void fill(MicroKernel<typename S::T>*) {}
+  static void fill(KernelSet<typename S::T>&) {}
 };

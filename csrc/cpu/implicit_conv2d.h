@@ -1,0 +1,29 @@
+#pragma once
+// Implicit-GEMM convolution forward for layers with a short reduction (C_in/groups x kh x kw
+// up to a few hundred: LeNet/MNIST 5x5 layers, RGB first layers, the ResNet stem), where
+// writing the im2col matrix and packing it again costs as much as the multiply-adds.
+//
+// Each image is copied once into a zero-padded buffer split into stride phases, laid out so
+// that tap (c, ky, kx) of output pixel (oy, ox) sits at offset(c, ky, kx) + oy * QW + ox for
+// one fixed row pitch QW. Output pixels are then the columns q = oy * QW + ox of a "wide"
+// output, and row k of the GEMM's B operand starts at buffer + offset[k]: the micro-kernels read
+// it in place (OffsetMicroKernel in gemm/microkernel.h). The wide columns ox >= OW are computed
+// and dropped, which costs QW / OW (14 / 10 for LeNet's 5x5 on 14x14, 115 / 112 for the stem).
+#include "../common/conv_shapes.h"
+
+namespace cnnext::cpu {
+
+// Any layer but the pointwise ones (a plain GEMM on the input); CNNEXT_CONV_ALGO=implicit forces
+// it wherever it applies.
+bool implicit_conv2d_applies(const Conv2dGeometry& g, const Conv2dParams& p);
+
+// Where the suite measured it ahead of im2col + GEMM.
+bool implicit_conv2d_preferred(const Conv2dGeometry& g, const Conv2dParams& p);
+
+// out = conv2d(in, w) + bias, all contiguous NCHW; bias may be null. Deterministic, and the
+// same bits for any thread count (each output element is one fixed-order FMA chain).
+template <typename T>
+void implicit_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
+                             const Conv2dGeometry& g, const Conv2dParams& p);
+
+}  // namespace cnnext::cpu
