@@ -330,7 +330,9 @@ def test_avg_pool2d_cuda_matches_torch(case, dtype, channels_last):
     assert _same_layout(out, x)
     go = torch.randn(out.shape, device="cuda").to(dtype)
     gi = ops.avg_pool2d_backward(go, x, *args, ceil, include, div)
-    xr = x.detach().requires_grad_()
+    # Reference from torch's NCHW kernel: its channels_last CUDA backward leaves the padding
+    # out of the window search (wrong whenever padding > 0).
+    xr = x.detach().contiguous().requires_grad_()
     (ref_gi,) = torch.autograd.grad(F.avg_pool2d(xr, k, s, p, ceil, include, div), xr, go)
     assert_close(gi, ref_gi)
     assert _same_layout(gi, x)

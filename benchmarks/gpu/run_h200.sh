@@ -22,6 +22,7 @@ PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # build_ext --inplace: cnnext from the tree
 SUMMARY="$LOGS/summary.txt"
+export PY STAGES TESTS LOGS
 : > "$SUMMARY"
 START=$(date +%s)
 
@@ -40,7 +41,8 @@ stage() {
   want "$name" || return 0
   local t0=$(date +%s)
   echo "== $name (limit ${limit}s, at $(( t0 - START ))s): $*" | tee -a "$SUMMARY"
-  timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  # bash -c: timeout runs programs, not shell functions (those are exported with export -f)
+  timeout --kill-after=10 "$limit" bash -c '"$@"' _ "$@" > "$LOGS/$name.log" 2>&1
   local rc=$?
   echo "   $name rc=$rc  $(( $(date +%s) - t0 ))s" | tee -a "$SUMMARY"
   tail -n 4 "$LOGS/$name.log" | cut -c1-300 | sed 's/^/   | /' | tee -a "$SUMMARY"
@@ -59,6 +61,7 @@ env_report() {
   which compute-sanitizer || echo "compute-sanitizer: not found"
   echo "cpus: $(nproc)"
 }
+export -f env_report
 stage env 40 env_report
 
 build() {
@@ -66,9 +69,11 @@ build() {
   "$PY" setup.py build_ext --inplace || return 1
   "$PY" -c "import torch, cnnext; assert torch._C._dispatch_has_kernel_for_dispatch_key('cnnext::conv2d', 'CUDA'), 'no CUDA kernels built'; print('cnnext', cnnext.__file__, 'with CUDA kernels')"
 }
+export -f build
 stage build "$BUILD_S" build
 
 demangle() { if command -v c++filt > /dev/null; then c++filt; else cat; fi; }
+export -f demangle
 ptxas_report() {  # registers, shared memory, spills per kernel (sm_90); files need no torch
   local f
   for f in csrc/cuda/*.cu; do
@@ -80,6 +85,7 @@ ptxas_report() {  # registers, shared memory, spills per kernel (sm_90); files n
   rm -f "$LOGS"/ptxas_*.txt
 }
 
+export -f ptxas_report
 # Tests, sanitizers, ptxas and the probe together (correctness only: the GPU is shared);
 # the benchmark runs afterwards with the GPU to itself.
 (
