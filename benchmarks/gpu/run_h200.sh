@@ -66,7 +66,13 @@ stage env 40 env_report
 
 build() {
   export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
+  # The device image sets CC/CXX to /opt/gcc/bin/{gcc,g++}, a wrapper that links libstdc++
+  # statically: the extension then carries its own std::ostream, and formatting any number
+  # into a TORCH_CHECK message segfaults (every error path). The system GCC links it shared.
+  if [ -x /usr/bin/g++ ] && [ -z "${CNNEXT_KEEP_CXX:-}" ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
+  echo "CC=${CC:-} CXX=${CXX:-}"
   "$PY" setup.py build_ext --inplace || return 1
+  ldd cnnext/_C*.so | grep -q 'libstdc++' || echo "WARNING: cnnext._C does not link libstdc++.so (static libstdc++: error messages will crash)"
   "$PY" -c "import torch, cnnext; assert torch._C._dispatch_has_kernel_for_dispatch_key('cnnext::conv2d', 'CUDA'), 'no CUDA kernels built'; print('cnnext', cnnext.__file__, 'with CUDA kernels')"
 }
 export -f build
