@@ -174,8 +174,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         # torch gives a zero-channel output when the input has no channels (its "empty"
         # convolution path), whatever the weight's out_channels.
         out = out[:, :0].clone(memory_format=torch.contiguous_format)
-    elif torch.channels_last in (in_format, suggest_memory_format(weight)):
-        # torch's CPU conv2d returns channels_last when the input or the weight is.
+    elif torch.channels_last in (in_format, suggest_memory_format(weight)) and not (
+        out.is_cuda and torch.float64 in (input.dtype, weight.dtype)
+    ):
+        # torch's conv2d returns channels_last when the input or the weight is; on CUDA not in
+        # float64 (cuDNN's cudnn_conv_suggest_memory_format disables NHWC for double).
         out = _channels_last(out)
     return out.squeeze(0) if unbatched else out
 

@@ -6,6 +6,11 @@ import cnnext  # noqa: F401  (registers the operators)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# torch.backends.cudnn.allow_tf32 is True by default, so torch's float32 CUDA convs (and ours,
+# which follow the flag) round their inputs to TF32: compared at float32 tolerances, two TF32
+# results differ by ~1e-3. Tests compare exact float32; tests of TF32 itself turn it on.
+torch.backends.cudnn.allow_tf32 = False
+
 # Tolerances against torch, per dtype. float32 differs from torch only by summation order;
 # half types on CUDA accumulate in float32 but round inputs/outputs.
 TOLERANCES = {

@@ -199,7 +199,11 @@ def test_conv2d_larger_shapes(n, cin, cout, hw, k, stride, padding, groups, dtyp
     out, ref, grads = _run_both(x, w, b, "contiguous", gen, stride=stride, padding=padding, groups=groups)
     assert_close(out, ref)
     for g, g_ref in grads:
-        assert_close(g, g_ref)
+        # On CUDA, cuDNN's float32 grad_weight (sums of ~1,300 products of magnitude ~36 here)
+        # differs from an exact sum by more than 1e-4 on its small entries: compare relative
+        # to the largest magnitude there, as tests/test_cuda.py does.
+        scale = max(1.0, g_ref.abs().max().item()) if device == "cuda" else 1.0
+        assert_close(g / scale, g_ref / scale)
 
 
 # ---- dtypes beyond float32/float64 (CPU: computed in a wider type, as torch does) ----------

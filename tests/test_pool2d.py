@@ -35,8 +35,24 @@ def outcome(fn):
         return None, e
 
 
+def _strides(t):
+    """Strides of the dims that have more than one element (the others' strides are arbitrary:
+    torch's CUDA and CPU kernels differ there, e.g. a 2x3x1x1 grad in channels_last)."""
+    return tuple(st for st, sz in zip(t.stride(), t.shape) if sz > 1)
+
+
+def _cuda_channels_last(x):
+    return x.is_cuda and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+
+
 def compare(ours_fn, ref_fn, x, dtype, grad=True, indices=False):
-    """Runs both on x (with grad), compares outputs, strides, indices and input grads."""
+    """Runs both on x (with grad), compares outputs, strides, indices and input grads.
+
+    On CUDA with channels_last input, values (not layouts) are compared with torch's NCHW
+    kernels: torch's NHWC CUDA kernels have known bugs there (avg_pool2d backward leaves the
+    padding out of its window search, so its gradients are wrong whenever padding > 0;
+    max_pool2d gives index 0 for an all -inf window, outside the window)."""
     xa = x.detach().clone().requires_grad_(grad)
     xb = x.detach().clone().requires_grad_(grad)
     ref, ref_err = outcome(lambda: ref_fn(xb))
@@ -46,14 +62,19 @@ def compare(ours_fn, ref_fn, x, dtype, grad=True, indices=False):
         assert type(ours_err) is type(ref_err), (ours_err, ref_err)
         return
     assert ours_err is None, ours_err
+    xv = xb
+    ref_values = ref
+    if _cuda_channels_last(x):
+        xv = x.detach().contiguous().requires_grad_(grad)
+        ref_values = ref_fn(xv)
     if indices:
-        (ours, ours_idx), (ref, ref_idx) = ours, ref
+        (ours, ours_idx), (ref, ref_idx), (ref_values, ref_values_idx) = ours, ref, ref_values
         assert ours_idx.dtype == torch.int64
-        assert torch.equal(ours_idx, ref_idx)
-        assert ours_idx.stride() == ref_idx.stride()
+        assert torch.equal(ours_idx, ref_values_idx)
+        assert _strides(ours_idx) == _strides(ref_idx)
     assert ours.shape == ref.shape and ours.dtype == ref.dtype
-    assert ours.stride() == ref.stride(), (ours.stride(), ref.stride())
-    assert_close(ours, ref, dtype, equal_nan=True)
+    assert _strides(ours) == _strides(ref), (ours.stride(), ref.stride())
+    assert_close(ours, ref_values, dtype, equal_nan=True)
     if grad and ref.numel() > 0:
         g = torch.randn_like(ref)
         (ga,) = torch.autograd.grad(ours, xa, g)
@@ -61,7 +82,9 @@ def compare(ours_fn, ref_fn, x, dtype, grad=True, indices=False):
         # torch computes adaptive_avg_pool2d to 1x1 as a mean, whose gradient comes back in
         # NCHW even for channels_last input; ours keeps the input's format there too.
         if not (ref.shape[-2:] == (1, 1) and not indices and x.dim() == 4):
-            assert ga.stride() == gb.stride()
+            assert _strides(ga) == _strides(gb)
+        if xv is not xb:
+            (gb,) = torch.autograd.grad(ref_values, xv, g)
         assert_close(ga, gb, dtype)
 
 
