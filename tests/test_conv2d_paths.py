@@ -56,6 +56,8 @@ IMPLICIT = [
     (1, 1, 5, 5, 1, 5, 1, 0, 1, 1),           # one output pixel
     (3, 4, 9, 9, 5, 1, 2, 1, 1, 1),           # 1x1 with stride and padding
     (1, 3, 200, 9, 20, 3, 1, 1, 1, 1),        # several row chunks per image (batch 1: split)
+    (2, 5, 11, 10, 7, 3, 1, (1, 2), (2, 3), 1),  # dilated: grad_input as an implicit forward too
+    (2, 4, 6, 6, 5, 3, 1, 3, 1, 1),           # padding past the kernel: grad_input on col2im
 ]
 
 

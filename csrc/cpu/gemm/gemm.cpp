@@ -153,16 +153,21 @@ struct Split {
   int64_t tm = 1, tn = 1;
 };
 
-Split choose_split(int64_t threads, int64_t slivers_m, int64_t slivers_n, int mr, int nr) {
+// A transposing pack (op(A) = A, op(B) = B^T: a strided gather per element) costs several
+// times a row copy; a_cost / b_cost weigh the two packs accordingly.
+Split choose_split(int64_t threads, int64_t slivers_m, int64_t slivers_n, int mr, int nr,
+                   int64_t a_cost, int64_t b_cost) {
   Split best;
-  int64_t best_tiles = slivers_m * slivers_n, best_pack = slivers_m * mr + slivers_n * nr;
+  int64_t best_tiles = slivers_m * slivers_n;
+  int64_t best_pack = slivers_m * mr * a_cost + slivers_n * nr * b_cost;
   for (int64_t tm = 1; tm <= threads; ++tm) {
     if (threads % tm != 0) continue;
     const int64_t tn = threads / tm;
     if (tm > slivers_m || tn > slivers_n) continue;
     const int64_t per_m = (slivers_m + tm - 1) / tm, per_n = (slivers_n + tn - 1) / tn;
-    const int64_t tiles = per_m * per_n, pack = per_m * mr + per_n * nr;
-    if (tiles < best_tiles || (tiles == best_tiles && pack < best_pack)) {
+    const int64_t tiles = per_m * per_n, pack = per_m * mr * a_cost + per_n * nr * b_cost;
+    // Within a few percent, micro-tiles are worth less than the packing they save.
+    if (tiles * 32 < best_tiles * 31 || (tiles * 31 <= best_tiles * 32 && pack < best_pack)) {
       best = {tm, tn};
       best_tiles = tiles;
       best_pack = pack;
@@ -180,7 +185,8 @@ void gemm_packed(const KernelSet<T>& ks, const Problem<T>& p) {
   // Only thread counts that split evenly into a grid are used; fall back to one less.
   Split split;
   while (threads > 1) {
-    split = choose_split(threads, slivers_m, slivers_n, ks.mr, ks.nr);
+    split = choose_split(threads, slivers_m, slivers_n, ks.mr, ks.nr, p.trans_a ? 1 : 4,
+                         p.trans_b ? 4 : 1);
     if (split.tm * split.tn == threads) break;
     --threads;
   }
