@@ -46,6 +46,10 @@ struct KernelSet {
   MicroKernel<T> rows[kMaxMR + 1];  // rows[m] computes an m-row tile, 1 <= m <= mr
   OffsetMicroKernel<T> offset_rows[kMaxMR + 1];  // the same with offset-addressed rows of b
   DotKernel<T> dot;                 // optional (SIMD paths only; null otherwise)
+  // Optional: packs op(A) = A (rows contiguous along k; A at the block's first element) into
+  // mr-row slivers exactly as pack_a (pack.h) does, whole slivers of mr rows written (rows past
+  // mc as zeros). Null: pack_a.
+  void (*pack_a_rows)(const T* A, int64_t lda, int64_t mc, int64_t kc, T* dst);
 };
 
 const KernelSet<float>& avx512_kernels_f32();
