@@ -452,11 +452,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
       if (want_gw) {
         const scalar_t* in = input.data_ptr<scalar_t>();
         scalar_t* gw = grad_weight.data_ptr<scalar_t>();
+        // Images [n0, n1) into acc, without a column matrix where the forward would skip it.
+        const ConvAlgo algo = conv_algo_override();
+        const bool implicit = algo == ConvAlgo::Implicit
+                                  ? implicit_conv2d_applies(g, p)
+                                  : algo == ConvAlgo::Auto && implicit_conv2d_grad_weight_preferred(g, p);
+        const auto accumulate = [&](int64_t n0, int64_t n1, scalar_t* acc) {
+          if (implicit)
+            implicit_conv2d_grad_weight(go, in, n0, n1, acc, g, p);
+          else
+            grad_weight_range(pl, n0, n1, go, in, acc);
+        };
         // Contiguous image ranges, one partial sum each, reduced in range order: the result
         // depends on the thread count only, never on scheduling.
         const int64_t parts = pl.threads > 1 ? std::min(pl.threads, g.batch) : 1;
         if (parts == 1) {
-          grad_weight_range(pl, 0, g.batch, go, in, gw);
+          accumulate(0, g.batch, gw);
         } else {
           const int64_t wsize = grad_weight.numel();
           scalar_t* partials =
@@ -465,7 +476,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
             for (int64_t q = begin; q < end; ++q) {
               scalar_t* acc = q == 0 ? gw : partials + (q - 1) * wsize;
               if (q > 0) std::fill(acc, acc + wsize, scalar_t(0));
-              grad_weight_range(pl, g.batch * q / parts, g.batch * (q + 1) / parts, go, in, acc);
+              accumulate(g.batch * q / parts, g.batch * (q + 1) / parts, acc);
             }
           });
           at::parallel_for(0, wsize, 4096, [&](int64_t begin, int64_t end) {

@@ -26,4 +26,15 @@ template <typename T>
 void implicit_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
                              const Conv2dGeometry& g, const Conv2dParams& p);
 
+// Where implicit_conv2d_grad_weight beats im2col + GEMM (forced by CNNEXT_CONV_ALGO=implicit).
+bool implicit_conv2d_grad_weight_preferred(const Conv2dGeometry& g, const Conv2dParams& p);
+
+// acc (grad_weight's layout) += the grad_weight of images [n_begin, n_end), in image order:
+// dot products of grad_output's wide rows with the B rows of the forward, read in place from
+// each image's phase buffer (no column matrix), on the calling thread.
+template <typename T>
+void implicit_conv2d_grad_weight(const T* grad_output, const T* in, int64_t n_begin,
+                                 int64_t n_end, T* acc, const Conv2dGeometry& g,
+                                 const Conv2dParams& p);
+
 }  // namespace cnnext::cpu

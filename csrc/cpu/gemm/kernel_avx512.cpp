@@ -123,6 +123,7 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
   ks.mc = mc;
   FillRows<S, kMR, kNV>::fill(ks);
   ks.dot = &simd_dot<S>;
+  ks.dot_rows = &simd_dot_rows<S>;
   return ks;
 }
 

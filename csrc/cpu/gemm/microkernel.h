@@ -33,6 +33,12 @@ template <typename T>
 using DotKernel = void (*)(int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                            int64_t ldc, T alpha, T beta, int64_t m, int64_t n);
 
+// The same on rows anywhere: C[i][j] = alpha * dot(a_rows[i], b_rows[j]) + beta * C[i][j]
+// (i < m, j < n; a_rows and b_rows hold kDotTile pointers, those past m / n unused).
+template <typename T>
+using DotRowsKernel = void (*)(int64_t K, const T* const* a_rows, const T* const* b_rows, T* c,
+                               int64_t ldc, T alpha, T beta, int64_t m, int64_t n);
+
 // A trivial aggregate on purpose (no member initializers, so no inline constructor): the SIMD
 // translation units build these under a target pragma, and an AVX-512-compiled constructor
 // must never be the copy the linker keeps. Value-initialise: `KernelSet<T> ks{};`.
@@ -46,6 +52,7 @@ struct KernelSet {
   MicroKernel<T> rows[kMaxMR + 1];  // rows[m] computes an m-row tile, 1 <= m <= mr
   OffsetMicroKernel<T> offset_rows[kMaxMR + 1];  // the same with offset-addressed rows of b
   DotKernel<T> dot;                 // optional (SIMD paths only; null otherwise)
+  DotRowsKernel<T> dot_rows;        // optional, likewise
   // Optional: packs op(A) = A (rows contiguous along k; A at the block's first element) into
   // mr-row slivers exactly as pack_a (pack.h) does, whole slivers of mr rows written (rows past
   // mc as zeros). Null: pack_a.

@@ -105,12 +105,12 @@ void simd_offset_kernel(int64_t kc, const typename S::T* a, const typename S::T*
                             alpha, beta, n);
 }
 
-// See DotKernel (microkernel.h). Rows past m (columns past n) repeat row 0 (column 0): computed
-// but never stored, so no read leaves the operands.
+// See DotRowsKernel (microkernel.h). Rows past m (columns past n) repeat row 0 (column 0):
+// computed but never stored, so no read leaves the operands.
 template <class S>
-void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::T* b,
-              int64_t ldb, typename S::T* c, int64_t ldc, typename S::T alpha,
-              typename S::T beta, int64_t m, int64_t n) {
+void simd_dot_rows(int64_t K, const typename S::T* const* a_rows,
+                   const typename S::T* const* b_rows, typename S::T* c, int64_t ldc,
+                   typename S::T alpha, typename S::T beta, int64_t m, int64_t n) {
   using T = typename S::T;
   using V = typename S::V;
   constexpr int D = kDotTile;
@@ -118,8 +118,8 @@ void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::
   const T* br[D];
 #pragma GCC unroll 8
   for (int i = 0; i < D; ++i) {
-    ar[i] = a + (i < m ? i : 0) * lda;
-    br[i] = b + (i < n ? i : 0) * ldb;
+    ar[i] = a_rows[i < m ? i : 0];
+    br[i] = b_rows[i < n ? i : 0];
   }
   V acc[D][D];
 #pragma GCC unroll 8
@@ -161,6 +161,20 @@ void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::
       T* out = c + i * ldc + j;
       *out = beta == T(0) ? alpha * sum : *out * beta + alpha * sum;
     }
+}
+
+// See DotKernel (microkernel.h).
+template <class S>
+void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::T* b,
+              int64_t ldb, typename S::T* c, int64_t ldc, typename S::T alpha,
+              typename S::T beta, int64_t m, int64_t n) {
+  const typename S::T* ar[kDotTile];
+  const typename S::T* br[kDotTile];
+  for (int i = 0; i < kDotTile; ++i) {
+    ar[i] = a + (i < m ? i : 0) * lda;
+    br[i] = b + (i < n ? i : 0) * ldb;
+  }
+  simd_dot_rows<S>(K, ar, br, c, ldc, alpha, beta, m, n);
 }
 
 // rows[m] = simd_kernel<S, m, MRP, NV> and offset_rows[m] = simd_offset_kernel<...> for
