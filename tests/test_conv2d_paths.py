@@ -226,3 +226,11 @@ def test_implicit_same_bits_for_any_thread_count(monkeypatch):
             assert torch.equal(outs[0], outs[1])
     finally:
         torch.set_num_threads(old)
+
+
+def test_unknown_algorithm_override_is_a_clear_error(monkeypatch):
+    _set_env(monkeypatch, {"CNNEXT_CONV_ALGO": "fft"})
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with pytest.raises(RuntimeError, match="CNNEXT_CONV_ALGO must be auto, im2col, direct, "
+                                           "winograd or implicit, got 'fft'"):
+        cnnext.functional.conv2d(x, w)

@@ -93,8 +93,12 @@ print(json.dumps(dict(extra=peak - base - results, peak=peak, base=base, results
 """
 
 
+# auto: Winograd forward and grad_input (per-block tile tables and transforms) + im2col
+# grad_weight; the other paths forced.
+@pytest.mark.parametrize("algo", ["auto", "im2col", "implicit"])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_conv_workspace_does_not_grow_with_batch(direction):
+def test_conv_workspace_does_not_grow_with_batch(monkeypatch, direction, algo):
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", algo)
     threads = 2
     extra = {}
     for batch in (threads, 64):

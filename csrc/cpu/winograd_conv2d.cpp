@@ -109,26 +109,28 @@ int64_t tile_start(int64_t r, int64_t d) { return r % d + 4 * d * (r / d); }
 // Tile rows (columns) per image for `out` output rows (columns) at dilation d.
 int64_t tiles_along(int64_t out, int64_t d) { return d * (((out + d - 1) / d + 3) / 4); }
 
-// Owns the arrays behind a TileOrigins.
+// Owns the arrays behind a TileOrigins for the tiles [t_begin, t_end), indexed from t_begin
+// (a block's own table: the tables never grow with the batch).
 class TileTable {
  public:
-  explicit TileTable(const WinogradPlan& P) {
-    const int64_t tiles = P.batch * P.tiles_h * P.tiles_w;
+  TileTable(const WinogradPlan& P, int64_t t_begin, int64_t t_end) {
+    const int64_t tiles = t_end - t_begin;
     const int64_t padded = (tiles + kLanes - 1) / kLanes * kLanes;
     // Far outside any image, without overflow when a patch offset is added.
     constexpr int64_t kNowhere = int64_t(1) << 40;
     data_.assign(6 * padded, kNowhere);
     int64_t* a = data_.data();
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t n = t / (P.tiles_h * P.tiles_w), rem = t % (P.tiles_h * P.tiles_w);
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t t = t_begin + i, per_image = P.tiles_h * P.tiles_w;
+      const int64_t n = t / per_image, rem = t % per_image;
       const int64_t oy = tile_start(rem / P.tiles_w, P.dil_h), ox = tile_start(rem % P.tiles_w, P.dil_w);
       const int64_t y = oy - P.pad_h, x = ox - P.pad_w;
-      a[t] = n * P.in_channels * P.in_h * P.in_w + y * P.in_w + x;
-      a[padded + t] = y;
-      a[2 * padded + t] = x;
-      a[3 * padded + t] = n * P.out_channels * P.out_h * P.out_w + oy * P.out_w + ox;
-      a[4 * padded + t] = oy;
-      a[5 * padded + t] = ox;
+      a[i] = n * P.in_channels * P.in_h * P.in_w + y * P.in_w + x;
+      a[padded + i] = y;
+      a[2 * padded + i] = x;
+      a[3 * padded + i] = n * P.out_channels * P.out_h * P.out_w + oy * P.out_w + ox;
+      a[4 * padded + i] = oy;
+      a[5 * padded + i] = ox;
     }
     origins_ = {a, a + padded, a + 2 * padded, a + 3 * padded, a + 4 * padded, a + 5 * padded};
   }
@@ -200,8 +202,6 @@ void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Tr
     for (int64_t s = begin; s < end; ++s) tf.weights(P, wt, s, U + s * u_s_stride, u_e_stride);
   });
 
-  const TileTable table(P);
-  const TileOrigins& T = table.origins();
   const int64_t tiles = P.batch * P.tiles_h * P.tiles_w;
   const int64_t tpb = tiles_per_block(P, tiles, threads);
   const int64_t blocks = (tiles + tpb - 1) / tpb;
@@ -214,10 +214,12 @@ void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Tr
       float* M = thread_workspace_as<float>(WorkspaceSlot::Staging, m_size);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t t0 = i * tpb, t1 = std::min(tiles, t0 + tpb);
-        tf.input(P, T, t0, t1, in, 0, Ci, V, ldv);
+        const TileTable table(P, t0, t1);
+        const TileOrigins& T = table.origins();
+        tf.input(P, T, 0, t1 - t0, in, 0, Ci, V, ldv);
         multiply(ks, P, U, u_e_stride, u_s_stride, 0, P.slivers, V, ldv, t1 - t0, M, Co * ldv, 0,
                  36);
-        tf.output(P, T, t0, t1, M, Co * ldv, ldv, 0, bias, 0, Co, out);
+        tf.output(P, T, 0, t1 - t0, M, Co * ldv, ldv, 0, bias, 0, Co, out);
       }
     });
     return;
@@ -227,15 +229,17 @@ void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Tr
   float* M = thread_workspace_as<float>(WorkspaceSlot::Staging, m_size);
   for (int64_t i = 0; i < blocks; ++i) {
     const int64_t t0 = i * tpb, t1 = std::min(tiles, t0 + tpb);
+    const TileTable table(P, t0, t1);
+    const TileOrigins& T = table.origins();
     at::parallel_for(0, Ci, 1, [&](int64_t begin, int64_t end) {
-      tf.input(P, T, t0, t1, in, begin, end, V, ldv);
+      tf.input(P, T, 0, t1 - t0, in, begin, end, V, ldv);
     });
     at::parallel_for(0, 36, 1, [&](int64_t begin, int64_t end) {
       multiply(ks, P, U, u_e_stride, u_s_stride, 0, P.slivers, V, ldv, t1 - t0, M, Co * ldv, begin,
                end);
     });
     at::parallel_for(0, Co, 1, [&](int64_t begin, int64_t end) {
-      tf.output(P, T, t0, t1, M, Co * ldv, ldv, 0, bias, begin, end, out);
+      tf.output(P, T, 0, t1 - t0, M, Co * ldv, ldv, 0, bias, begin, end, out);
     });
   }
 }
@@ -245,7 +249,7 @@ void run_channel_slivers(const WinogradPlan& P, const KernelSet<float>& ks,
                          const float* bias, float* out) {
   const int64_t Ci = P.in_channels, mr = P.mr;
   const int64_t tiles = P.batch * P.tiles_h * P.tiles_w, ldv = columns_for(P, tiles);
-  const TileTable table(P);
+  const TileTable table(P, 0, tiles);  // few tiles: this schedule runs only while V is small
   const TileOrigins& T = table.origins();
   const float* wt = transposed_weights(P, tf, w);
   float* V = thread_workspace_as<float>(WorkspaceSlot::Columns, 36 * Ci * ldv);
