@@ -90,6 +90,8 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
       const T beta = pc == 0 ? p.beta : T(1);  // later K blocks accumulate onto the first
       if (direct_b)  // only a partial last sliver needs a zero-padded copy
         gemm_detail::pack_b(false, p.B, p.ldb, pc, jc, kc, nc, nr, full_n, slivers_n, b_pack);
+      else if (p.trans_b && ks.pack_b_cols != nullptr)
+        ks.pack_b_cols(p.B + jc * p.ldb + pc, p.ldb, kc, nc, b_pack);
       else
         gemm_detail::pack_b(p.trans_b, p.B, p.ldb, pc, jc, kc, nc, nr, 0, slivers_n, b_pack);
       for (int64_t ic = m0; ic < m1; ic += MC) {

@@ -113,6 +113,30 @@ void pack_a_rows_f32(const float* A, int64_t lda, int64_t mc, int64_t kc, float*
   }
 }
 
+// pack_b for op(B) = B^T (the grad_weight products), likewise: each 32-column sliver is two
+// 16 x 16 transposes per 16 k.
+void pack_b_cols_f32(const float* B, int64_t ldb, int64_t kc, int64_t nc, float* dst) {
+  constexpr int64_t kNR = kNV * 16;
+  static_assert(kNR % 16 == 0, "slivers of whole 16-column halves");
+  for (int64_t c0 = 0; c0 < nc; c0 += kNR) {
+    float* d = dst + (c0 / kNR) * kc * kNR;
+    for (int64_t h = 0; h < kNR; h += 16) {
+      const int64_t valid = nc - c0 - h;  // columns of this half that exist (may be <= 0)
+      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+        const int64_t kk = kc - k0 < 16 ? kc - k0 : 16;
+        const __mmask16 ks = static_cast<__mmask16>((1u << kk) - 1);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i)
+          r[i] = i < valid ? _mm512_maskz_loadu_ps(ks, B + (c0 + h + i) * ldb + k0)
+                           : _mm512_setzero_ps();
+        transpose16(r);
+        for (int64_t t = 0; t < kk; ++t) _mm512_storeu_ps(d + (k0 + t) * kNR + h, r[t]);
+      }
+    }
+  }
+}
+
 template <class S>
 KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
   KernelSet<typename S::T> ks{};
@@ -130,6 +154,7 @@ KernelSet<typename S::T> make_set(int64_t kc, int64_t nc, int64_t mc) {
 KernelSet<float> make_f32_set() {
   KernelSet<float> ks = make_set<F32x16>(/*kc=*/256, /*nc=*/1024, /*mc=*/40 * kMR);
   ks.pack_a_rows = &pack_a_rows_f32;
+  ks.pack_b_cols = &pack_b_cols_f32;
   return ks;
 }
 

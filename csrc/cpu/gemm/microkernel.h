@@ -57,6 +57,10 @@ struct KernelSet {
   // mr-row slivers exactly as pack_a (pack.h) does, whole slivers of mr rows written (rows past
   // mc as zeros). Null: pack_a.
   void (*pack_a_rows)(const T* A, int64_t lda, int64_t mc, int64_t kc, T* dst);
+  // Optional: packs op(B) = B^T (B's rows, contiguous along k, are op(B)'s columns; B at the
+  // block's first element) into all nr-column slivers of an nc-wide block exactly as pack_b
+  // (pack.h) does, zero columns past nc included. Null: pack_b.
+  void (*pack_b_cols)(const T* B, int64_t ldb, int64_t kc, int64_t nc, T* dst);
 };
 
 const KernelSet<float>& avx512_kernels_f32();
