@@ -234,3 +234,24 @@ def test_unknown_algorithm_override_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match="CNNEXT_CONV_ALGO must be auto, im2col, direct, "
                                            "winograd or implicit, got 'fft'"):
         cnnext.functional.conv2d(x, w)
+
+
+@pytest.mark.parametrize(
+    "shape, expect",
+    [
+        ((4, 6, 14, 14, 16, 5, 1, 0, 1, 1), "implicit"),    # LeNet C2: short reduction
+        ((2, 3, 30, 30, 64, 7, 2, 3, 1, 1), "implicit"),    # stem-like
+        ((2, 64, 14, 14, 128, 1, 2, 0, 1, 1), "im2col"),    # 1x1 s2 shortcut: many outputs
+        ((2, 64, 14, 14, 32, 3, 2, 1, 1, 1), "im2col"),     # K = 576: past the short reductions
+    ],
+)
+def test_auto_choice_implicit_or_im2col(monkeypatch, shape, expect):
+    """auto's forward gives exactly the forced path's bits (the backward picks its paths per
+    gradient: implicit grad_weight only for wide images)."""
+    torch.manual_seed(5)
+    _set_env(monkeypatch, {})
+    auto = _check(shape, torch.float32)
+    torch.manual_seed(5)
+    _set_env(monkeypatch, PATHS[expect])
+    forced = _check(shape, torch.float32)
+    assert torch.equal(auto[0], forced[0])
