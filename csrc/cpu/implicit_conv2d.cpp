@@ -156,15 +156,16 @@ bool implicit_conv2d_applies(const Conv2dGeometry& g, const Conv2dParams& p) {
 }
 
 bool implicit_conv2d_preferred(const Conv2dGeometry& g, const Conv2dParams& p) {
-  // Past a few hundred taps (and with many output channels) im2col's packed, contiguous B
-  // panel wins: every weight sliver re-reads the scattered B rows (8x128x56x56 -> 256 k3 s2:
-  // 18.0 ms implicit vs 15.5 ms im2col), while at K <= 512 skipping the column matrix wins
-  // (LeNet C2: 0.26 vs 0.46 ms; ResNet stem: 7.9 vs 12.9 ms).
-  // Likewise past a few weight slivers: 1x1 stride-2 ResNet shortcuts (64..256 -> 128..512)
-  // run 1.1-1.6x faster than torch on im2col but 0.7-1.0x here.
-  constexpr int64_t kMaxReduction = 512, kMaxOutChannels = 64;
-  if (!implicit_conv2d_applies(g, p) || g.col_rows() > kMaxReduction ||
-      g.out_channels_per_group() > kMaxOutChannels)
+  // Each weight sliver re-reads the scattered B rows, where im2col's packed, contiguous panel
+  // is read once per block: with many output channels im2col wins (1x1 stride-2 ResNet
+  // shortcuts 64..256 -> 128..512: 1.05-1.5x torch on im2col, 0.65-0.9x here). With a few
+  // slivers the implicit GEMM wins on short reductions (LeNet C2: 0.26 vs 0.46 ms; the ResNet
+  // stem: 7.9 vs 12.9 ms) and on any stride-1 layer (8x64x56x56 -> 64 5x5: 19.8 vs 27.3 ms), but
+  // not on long strided ones (8x128x28x28 -> 64 3x3 s2: 1.58 vs 1.49 ms).
+  constexpr int64_t kMaxOutChannels = 64, kMaxStridedReduction = 512;
+  const bool unit_stride = p.stride[0] == 1 && p.stride[1] == 1;
+  if (!implicit_conv2d_applies(g, p) || g.out_channels_per_group() > kMaxOutChannels ||
+      (!unit_stride && g.col_rows() > kMaxStridedReduction))
     return false;
   // Wide rows waste (cols - OW) / cols of the work: keep that under about a third.
   const PhaseLayout L = make_layout(g, p);

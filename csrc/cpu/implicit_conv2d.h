@@ -1,7 +1,8 @@
 #pragma once
-// Implicit-GEMM convolution forward for layers with a short reduction (C_in/groups x kh x kw
-// up to a few hundred: LeNet/MNIST 5x5 layers, RGB first layers, the ResNet stem), where
-// writing the im2col matrix and packing it again costs as much as the multiply-adds.
+// Implicit-GEMM convolution for layers with few output channels per group: short reductions
+// (LeNet/MNIST 5x5 layers, RGB first layers, the ResNet stem), where writing the im2col matrix
+// and packing it again costs as much as the multiply-adds, grouped layers, and stride-1 layers
+// with large kernels.
 //
 // Each image is copied once into a zero-padded buffer split into stride phases, laid out so
 // that tap (c, ky, kx) of output pixel (oy, ox) sits at offset(c, ky, kx) + oy * QW + ox for
@@ -17,7 +18,7 @@ namespace cnnext::cpu {
 // it wherever it applies.
 bool implicit_conv2d_applies(const Conv2dGeometry& g, const Conv2dParams& p);
 
-// Where the suite measured it ahead of im2col + GEMM.
+// Where it measured ahead of im2col + GEMM (see the .cpp for the figures).
 bool implicit_conv2d_preferred(const Conv2dGeometry& g, const Conv2dParams& p);
 
 // out = conv2d(in, w) + bias, all contiguous NCHW; bias may be null. Deterministic, and the

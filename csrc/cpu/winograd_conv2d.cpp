@@ -284,7 +284,10 @@ bool winograd_preferred(const Conv2dGeometry& g, const Conv2dParams& p) {
   constexpr int64_t kMinTiles = 16;
   const int64_t tiles =
       g.batch * tiles_along(g.out_h, p.dilation[0]) * tiles_along(g.out_w, p.dilation[1]);
-  return g.in_channels >= 16 && g.out_channels >= 16 && tiles >= kMinTiles;
+  // 16 -> 16 channels still run faster on the implicit GEMM (8x16x56x56: 0.69 vs 0.85 ms),
+  // 32 -> 32 on Winograd (1.78 vs 2.12 ms).
+  return g.in_channels >= 16 && g.out_channels >= 16 && g.in_channels * g.out_channels >= 512 &&
+         tiles >= kMinTiles;
 }
 
 void winograd_conv2d_3x3(const WinogradProblem& prob, const float* in, const float* w,
