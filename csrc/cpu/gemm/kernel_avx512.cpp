@@ -92,6 +92,16 @@ inline void transpose16(__m512 r[16]) {
   for (int j = 0; j < 16; ++j) r[j] = out[j];
 }
 
+// r[j] = column j (j < kk) of the rows x kk block at src (row stride ld); rows past `rows`
+// read as zeros.
+inline void load_transposed(const float* src, int64_t ld, int64_t rows, int64_t kk, __m512 r[16]) {
+  const __mmask16 cols = static_cast<__mmask16>((1u << kk) - 1);
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i)
+    r[i] = i < rows ? _mm512_maskz_loadu_ps(cols, src + i * ld) : _mm512_setzero_ps();
+  transpose16(r);
+}
+
 // pack_a for op(A) = A in 16 x 16 register transposes instead of one scalar move per element
 // (the scalar pack took 13% of a 512^2 product).
 void pack_a_rows_f32(const float* A, int64_t lda, int64_t mc, int64_t kc, float* dst) {
@@ -102,12 +112,8 @@ void pack_a_rows_f32(const float* A, int64_t lda, int64_t mc, int64_t kc, float*
     float* d = dst + s * kc;
     for (int64_t k0 = 0; k0 < kc; k0 += 16) {
       const int64_t kk = kc - k0 < 16 ? kc - k0 : 16;
-      const __mmask16 cols = static_cast<__mmask16>((1u << kk) - 1);
       __m512 r[16];
-#pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i)
-        r[i] = i < rows ? _mm512_maskz_loadu_ps(cols, A + (s + i) * lda + k0) : _mm512_setzero_ps();
-      transpose16(r);
+      load_transposed(A + s * lda + k0, lda, rows, kk, r);
       for (int64_t j = 0; j < kk; ++j) _mm512_mask_storeu_ps(d + (k0 + j) * kMR, sliver, r[j]);
     }
   }
@@ -124,13 +130,9 @@ void pack_b_cols_f32(const float* B, int64_t ldb, int64_t kc, int64_t nc, float*
       const int64_t valid = nc - c0 - h;  // columns of this half that exist (may be <= 0)
       for (int64_t k0 = 0; k0 < kc; k0 += 16) {
         const int64_t kk = kc - k0 < 16 ? kc - k0 : 16;
-        const __mmask16 ks = static_cast<__mmask16>((1u << kk) - 1);
         __m512 r[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i)
-          r[i] = i < valid ? _mm512_maskz_loadu_ps(ks, B + (c0 + h + i) * ldb + k0)
-                           : _mm512_setzero_ps();
-        transpose16(r);
+        // No row of a half past nc is read (nor pointed at).
+        load_transposed(valid > 0 ? B + (c0 + h) * ldb + k0 : B, ldb, valid, kk, r);
         for (int64_t t = 0; t < kk; ++t) _mm512_storeu_ps(d + (k0 + t) * kNR + h, r[t]);
       }
     }
