@@ -89,11 +89,16 @@ bool winograd_grad_input(const Conv2dGeometry&, const Conv2dParams&, const doubl
   return false;
 }
 
-// Implicit GEMM (no im2col matrix) for short reductions.
+// Implicit GEMM (no im2col matrix) where implicit_conv2d_preferred measured it ahead, or forced.
 bool use_implicit(const Conv2dGeometry& g, const Conv2dParams& p) {
   const ConvAlgo algo = conv_algo_override();
   if (algo == ConvAlgo::Implicit) return implicit_conv2d_applies(g, p);
   return algo == ConvAlgo::Auto && implicit_conv2d_preferred(g, p);
+}
+bool use_implicit_grad_weight(const Conv2dGeometry& g, const Conv2dParams& p) {
+  const ConvAlgo algo = conv_algo_override();
+  if (algo == ConvAlgo::Implicit) return implicit_conv2d_applies(g, p);
+  return algo == ConvAlgo::Auto && implicit_conv2d_grad_weight_preferred(g, p);
 }
 
 // grad_input of a stride-1 convolution is a forward convolution of grad_output with the
@@ -452,11 +457,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
       if (want_gw) {
         const scalar_t* in = input.data_ptr<scalar_t>();
         scalar_t* gw = grad_weight.data_ptr<scalar_t>();
-        // Images [n0, n1) into acc, without a column matrix where the forward would skip it.
-        const ConvAlgo algo = conv_algo_override();
-        const bool implicit = algo == ConvAlgo::Implicit
-                                  ? implicit_conv2d_applies(g, p)
-                                  : algo == ConvAlgo::Auto && implicit_conv2d_grad_weight_preferred(g, p);
+        // Images [n0, n1) into acc, on the implicit GEMM's buffers or im2col + GEMM.
+        const bool implicit = use_implicit_grad_weight(g, p);
         const auto accumulate = [&](int64_t n0, int64_t n1, scalar_t* acc) {
           if (implicit)
             implicit_conv2d_grad_weight(go, in, n0, n1, acc, g, p);
