@@ -221,8 +221,8 @@ void implicit_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
   J.a_group_stride = (cout_g + ks.mr - 1) / ks.mr * ks.mr * J.K;
   T* a_packed = thread_workspace_as<T>(WorkspaceSlot::PackedWeights, g.groups * J.a_group_stride);
   for (int64_t gi = 0; gi < g.groups; ++gi)
-    gemm_detail::pack_a(false, w + gi * cout_g * J.K, J.K, 0, 0, cout_g, J.K, ks.mr,
-                        a_packed + gi * J.a_group_stride);
+    gemm_detail::pack_a_with(ks, false, w + gi * cout_g * J.K, J.K, 0, 0, cout_g, J.K,
+                             a_packed + gi * J.a_group_stride);
   J.a_packed = a_packed;
 
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();

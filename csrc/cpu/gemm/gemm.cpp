@@ -96,10 +96,7 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
         gemm_detail::pack_b(p.trans_b, p.B, p.ldb, pc, jc, kc, nc, nr, 0, slivers_n, b_pack);
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
-        if (!p.trans_a && ks.pack_a_rows != nullptr)
-          ks.pack_a_rows(p.A + ic * p.lda + pc, p.lda, mc, kc, a_pack);
-        else
-          gemm_detail::pack_a(p.trans_a, p.A, p.lda, ic, pc, mc, kc, mr, a_pack);
+        gemm_detail::pack_a_with(ks, p.trans_a, p.A, p.lda, ic, pc, mc, kc, a_pack);
         T* c_block = p.C + ic * p.ldc + jc;
         if (direct_b) {
           // B read in place: keep each B sliver hot while every A sliver passes over it.

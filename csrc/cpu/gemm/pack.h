@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "microkernel.h"
+
 namespace cnnext::cpu::gemm_detail {
 
 // Depth of the k chunks a transposing pack walks at a time.
@@ -75,6 +77,16 @@ void pack_b(bool trans, const T* B, int64_t ldb, int64_t k0, int64_t j0, int64_t
           for (int64_t j = cols; j < nr; ++j) d[k * nr + j] = T(0);
     }
   }
+}
+
+// pack_a through the ISA's own packer where it has one (a non-transposed A on AVX-512).
+template <typename T>
+void pack_a_with(const KernelSet<T>& ks, bool trans, const T* A, int64_t lda, int64_t i0,
+                 int64_t k0, int64_t mc, int64_t kc, T* dst) {
+  if (!trans && ks.pack_a_rows != nullptr)
+    ks.pack_a_rows(A + i0 * lda + k0, lda, mc, kc, dst);
+  else
+    pack_a(trans, A, lda, i0, k0, mc, kc, ks.mr, dst);
 }
 
 }  // namespace cnnext::cpu::gemm_detail
