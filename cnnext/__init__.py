@@ -1,5 +1,5 @@
 """cnnext: hand-written conv2d and pooling kernels as PyTorch custom operators."""
-from . import functional, ops
+from . import backends, functional, ops
 from .convert import convert
 from .nn import Conv2d
 from .nn import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
@@ -10,6 +10,7 @@ __all__ = [
     "AvgPool2d",
     "Conv2d",
     "MaxPool2d",
+    "backends",
     "convert",
     "functional",
     "ops",
