@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import cnnext
 
 PASSES = ("forward", "grad_input", "grad_weight")
-ROWS = ("direct", "pointwise", "winograd", "implicit", "im2col")
+ROWS = ("direct", "matmul", "pointwise", "winograd", "implicit", "im2col")
 CENSUS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "census_layers.json")
 
 # (N, C_in, H, W, C_out, (kh, kw), stride, padding, dilation, groups): one of each kind the
@@ -29,6 +29,8 @@ SHAPES = [
     (2, 8, 8, 9, 8, (1, 7), 1, (0, 3), 1, 1),    # 1x7
     (2, 8, 9, 8, 8, (7, 1), 1, (3, 0), 1, 1),    # 7x1
     (2, 12, 9, 9, 12, (3, 3), 2, 1, 1, 3),       # grouped, strided
+    (3, 24, 1, 1, 10, (1, 1), 1, 0, 1, 1),       # squeeze-excite: 1x1 on a 1x1 map
+    (3, 24, 1, 1, 12, (1, 1), 1, 0, 1, 4),       # the same, grouped
 ]
 
 
@@ -88,7 +90,7 @@ def test_every_row_forced_matches_torch(monkeypatch, shape, dtype):
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
 def test_every_row_on_every_isa(monkeypatch, isa):
     monkeypatch.setenv("CNNEXT_ISA", isa)
-    for shape in (SHAPES[1], SHAPES[3], SHAPES[6], SHAPES[7]):
+    for shape in (SHAPES[1], SHAPES[3], SHAPES[6], SHAPES[7], SHAPES[10]):
         problem = _problem(shape)
         for algo in ROWS:
             rows = {ps: cnnext.backends.cpu.algorithms(*problem, dtype=torch.float32, pass_=ps)

@@ -33,7 +33,8 @@ sys.path.insert(0, ROOT)
 import cnnext  # noqa: E402
 
 PASSES = ("forward", "grad_input", "grad_weight")
-ALGORITHMS = ("direct", "pointwise", "winograd", "implicit", "im2col")  # ConvAlgoId order
+ALGORITHMS = ("direct", "pointwise", "winograd", "implicit", "im2col", "matmul")  # ConvAlgoId order
+TABLE_ORDER = ("direct", "matmul", "pointwise", "winograd", "implicit", "im2col")  # ties
 DEFAULT_FIT = os.path.join(ROOT, "csrc", "cpu", "conv_cost_fit.json")
 COEFFICIENTS_H = os.path.join(ROOT, "csrc", "cpu", "conv_cost_coefficients.h")
 
@@ -164,7 +165,7 @@ def evaluate(problems, coefficients_for):
     losses = []
     for key, cands in problems.items():
         coefficients = coefficients_for(key, cands)
-        order = {a: i for i, a in enumerate(("direct", "pointwise", "winograd", "implicit", "im2col"))}
+        order = {a: i for i, a in enumerate(TABLE_ORDER)}
         pick = min(cands, key=lambda r: (predict(coefficients, r), order[r["algorithm"]]))
         best = min(r["seconds"] for r in cands)
         losses.append((pick["seconds"] / best, key, pick["algorithm"],

@@ -35,9 +35,9 @@ int64_t conv_workspace_budget_bytes();
 
 // Algorithm override: CNNEXT_CONV_ALGO = "auto" (default: the cost rule, or the measured choice
 // in benchmark mode) or the name of a row of the algorithm table (conv_algorithms.h): "im2col",
-// "direct", "winograd", "implicit", "pointwise". A named row runs every pass it applies to;
+// "direct", "winograd", "implicit", "pointwise", "matmul". A named row runs every pass it applies to;
 // other passes take the cost rule's choice.
-enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit, Pointwise };
+enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit, Pointwise, Matmul };
 ConvAlgo conv_algo_override();
 
 }  // namespace cnnext::cpu

@@ -54,11 +54,13 @@ struct Plan {
   int64_t max_cols() const { return images > 1 ? images * P : chunk_oy * g.out_w; }
 };
 
-Plan make_plan(const Conv2dGeometry& g, const Conv2dParams& p, int64_t elem_size) {
+// in_place: a pointwise geometry reads the image as its column matrix (the pointwise row);
+// otherwise even a 1x1 layer is copied into columns, which lets small planes batch images.
+Plan make_plan(const Conv2dGeometry& g, const Conv2dParams& p, int64_t elem_size, bool in_place) {
   Plan pl;
   pl.g = g;
   pl.cs = col_shape(g, p);
-  pl.pointwise = is_pointwise(g, p);
+  pl.pointwise = in_place && is_pointwise(g, p);
   pl.rows = g.col_rows();
   pl.P = g.out_plane();
   pl.cout_g = g.out_channels_per_group();
@@ -259,9 +261,9 @@ void grad_weight_range(const Plan& pl, int64_t n_begin, int64_t n_end, const T* 
 
 
 template <typename T>
-void run_im2col(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
+void run_im2col(const ConvProblem& pr, ConvPass pass, ConvTensors& t, bool in_place) {
   const Conv2dGeometry& g = pr.g;
-  const Plan pl = make_plan(g, pr.p, sizeof(T));
+  const Plan pl = make_plan(g, pr.p, sizeof(T), in_place);
   switch (pass) {
     case ConvPass::Forward: {
       const T* in = t.input.data_ptr<T>();
@@ -295,8 +297,13 @@ void run_im2col(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
   }
 }
 
-void run(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
-  AT_DISPATCH_FLOATING_TYPES(pr.dtype, "cnnext_conv2d_im2col", [&] { run_im2col<scalar_t>(pr, pass, t); });
+void run_columns(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
+  AT_DISPATCH_FLOATING_TYPES(pr.dtype, "cnnext_conv2d_im2col",
+                             [&] { run_im2col<scalar_t>(pr, pass, t, false); });
+}
+void run_pointwise(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
+  AT_DISPATCH_FLOATING_TYPES(pr.dtype, "cnnext_conv2d_pointwise",
+                             [&] { run_im2col<scalar_t>(pr, pass, t, true); });
 }
 
 bool im2col_applies(const ConvProblem& pr, ConvPass) {
@@ -314,8 +321,9 @@ double pointwise_cost(const ConvProblem& pr, ConvPass pass) {
 
 }  // namespace
 
-// The same code runs both rows: for a pointwise geometry the plan reads the image in place.
-const ConvAlgorithm kIm2colAlgorithm{"im2col", im2col_applies, im2col_cost, run};
-const ConvAlgorithm kPointwiseAlgorithm{"pointwise", pointwise_applies, pointwise_cost, run};
+// The same task machinery runs both rows; the pointwise row reads the image in place.
+const ConvAlgorithm kIm2colAlgorithm{"im2col", im2col_applies, im2col_cost, run_columns};
+const ConvAlgorithm kPointwiseAlgorithm{"pointwise", pointwise_applies, pointwise_cost,
+                                        run_pointwise};
 
 }  // namespace cnnext::cpu

@@ -55,6 +55,7 @@ extern const ConvAlgorithm kPointwiseAlgorithm;  // conv_algo_im2col.cpp
 extern const ConvAlgorithm kWinogradAlgorithm;   // conv_algo_winograd.cpp
 extern const ConvAlgorithm kImplicitAlgorithm;   // conv_algo_implicit.cpp
 extern const ConvAlgorithm kIm2colAlgorithm;     // conv_algo_im2col.cpp
+extern const ConvAlgorithm kMatmulAlgorithm;     // conv_algo_matmul.cpp
 
 inline bool is_pointwise(const Conv2dGeometry& g, const Conv2dParams& p) {
   return g.kernel_h == 1 && g.kernel_w == 1 && p.stride[0] == 1 && p.stride[1] == 1 &&

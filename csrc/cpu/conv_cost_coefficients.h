@@ -3,11 +3,12 @@
 // [algorithm][pass][c_call (s), c_mac (s per multiply-add), c_byte (s per byte)]
 // Placeholder before the first fit: the machine's GEMM peak and copy bandwidth.
 namespace cnnext::cpu {
-constexpr double kConvCostCoefficients[5][3][3] = {
+constexpr double kConvCostCoefficients[6][3][3] = {
     {{2e-6, 2.0e-11, 5e-11}, {2e-6, 2.0e-11, 5e-11}, {2e-6, 2.0e-11, 5e-11}},  // depthwise
     {{2e-6, 7.0e-12, 5e-11}, {2e-6, 7.0e-12, 5e-11}, {2e-6, 7.0e-12, 5e-11}},  // pointwise
     {{5e-6, 7.0e-12, 5e-11}, {5e-6, 7.0e-12, 5e-11}, {5e-6, 7.0e-12, 5e-11}},  // winograd
     {{3e-6, 7.5e-12, 5e-11}, {3e-6, 7.5e-12, 5e-11}, {3e-6, 9.0e-12, 5e-11}},  // implicit
     {{3e-6, 7.0e-12, 5e-11}, {3e-6, 7.0e-12, 5e-11}, {3e-6, 7.0e-12, 5e-11}},  // im2col
+    {{2e-6, 7.0e-12, 5e-11}, {2e-6, 7.0e-12, 5e-11}, {2e-6, 7.0e-12, 5e-11}},  // matmul
 };
 }  // namespace cnnext::cpu

@@ -48,7 +48,7 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
     }
     case ConvAlgoId::Pointwise:
     case ConvAlgoId::Im2col: {
-      const double columns = is_pointwise(g, p) ? 0.0 : 2.0 * N * G * Kr * P;
+      const double columns = algo == ConvAlgoId::Pointwise ? 0.0 : 2.0 * N * G * Kr * P;
       f.bytes += elem * columns;
       if (pass == ConvPass::GradInput)
         f.macs = N * G * round_up(Kr, kSliverRows) * P * Cg;
@@ -84,6 +84,10 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       f.bytes += elem * (2.0 * tiles * 36.0 * (cin + cout) + 2.0 * 36.0 * cin * cout);
       break;
     }
+    case ConvAlgoId::Matmul:
+      // One GEMM over the batch: rows are images, so thin dimensions are the channels.
+      f.macs = G * round_up(N, kSliverRows) * Cg * Kr;
+      break;
     case ConvAlgoId::Count:
       break;
   }

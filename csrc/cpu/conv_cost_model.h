@@ -11,7 +11,7 @@
 
 namespace cnnext::cpu {
 
-enum class ConvAlgoId : int { Depthwise = 0, Pointwise, Winograd, Implicit, Im2col, Count };
+enum class ConvAlgoId : int { Depthwise = 0, Pointwise, Winograd, Implicit, Im2col, Matmul, Count };
 
 struct CostFeatures {
   double calls, macs, bytes;

@@ -60,7 +60,7 @@ std::vector<double> cost_features_of(c10::IntArrayRef in, c10::IntArrayRef w,
                                      c10::string_view algorithm) {
   const ConvProblem pr = make_problem(in, w, stride, padding, dilation, groups, dtype);
   const ConvPass ps = parse_pass(pass);
-  static const char* const ids[] = {"direct", "pointwise", "winograd", "implicit", "im2col"};
+  static const char* const ids[] = {"direct", "pointwise", "winograd", "implicit", "im2col", "matmul"};
   for (int i = 0; i < static_cast<int>(ConvAlgoId::Count); ++i) {
     if (algorithm != ids[i]) continue;
     const ConvAlgoId id = static_cast<ConvAlgoId>(i);

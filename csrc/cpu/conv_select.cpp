@@ -28,6 +28,8 @@ const ConvAlgorithm* forced_algorithm() {
       return &kImplicitAlgorithm;
     case ConvAlgo::Pointwise:
       return &kPointwiseAlgorithm;
+    case ConvAlgo::Matmul:
+      return &kMatmulAlgorithm;
   }
   return nullptr;
 }
