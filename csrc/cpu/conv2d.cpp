@@ -16,6 +16,7 @@
 #include "../common/conv_shapes.h"
 #include "conv2d_workspace.h"
 #include "depthwise_conv2d.h"
+#include "depthwise_conv2d_nhwc.h"
 #include "gemm/gemm.h"
 #include "im2col.h"
 #include "implicit_conv2d.h"
@@ -263,7 +264,72 @@ void forward_task(const Plan& pl, const TaskRange& r, const T* in, const T* w, c
   }
 }
 
-at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
+// ---- channels_last depthwise: its own block until the algorithm table takes it in --------
+// A channels_last input with a depthwise geometry (one output channel per input channel) gives
+// channels_last results, as torch's kernels do: computed in NHWC as the tensors lie, or, where
+// CNNEXT_CONV_ALGO forbids the direct kernel, on the NCHW path and converted once. The fake
+// kernels in cnnext/ops.py state the same rule.
+bool nhwc_depthwise_layout(const at::Tensor& input, const Conv2dGeometry& g) {
+  return depthwise_nhwc_applies(g) &&
+         input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+// t copied into at::empty's channels_last strides (those the fake kernels give), even where
+// t's own strides would already pass as channels_last (1x1 maps).
+at::Tensor as_channels_last(const at::Tensor& t) {
+  return at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(t);
+}
+bool use_nhwc_depthwise(const at::Tensor& input, const Conv2dGeometry& g) {
+  const ConvAlgo algo = conv_algo_override();
+  return nhwc_depthwise_layout(input, g) && (algo == ConvAlgo::Auto || algo == ConvAlgo::Direct);
+}
+
+at::Tensor nhwc_depthwise_forward(const at::Tensor& input_, const at::Tensor& weight_,
+                                  const at::Tensor& bias, const Conv2dGeometry& g,
+                                  const Conv2dParams& p) {
+  const at::Tensor input = input_.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor weight = weight_.contiguous();
+  at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w},
+                                input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (output.numel() == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cnnext_conv2d_nhwc_depthwise", [&] {
+    depthwise_nhwc_forward(input.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+                           bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
+                           output.data_ptr<scalar_t>(), g, p);
+  });
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> nhwc_depthwise_backward(
+    const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
+    const Conv2dGeometry& g, const Conv2dParams& p, std::array<bool, 3> output_mask) {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor grad_output = grad_output_.contiguous(cl);
+  const at::Tensor weight = weight_.contiguous();
+  at::Tensor grad_input = at::empty({0}, input_.options());
+  at::Tensor grad_weight = at::empty({0}, weight_.options());
+  at::Tensor grad_bias = at::empty({0}, weight_.options());
+  if (output_mask[0]) grad_input = at::empty(input_.sizes(), input_.options().memory_format(cl));
+  if (output_mask[1]) grad_weight = at::zeros(weight_.sizes(), weight_.options());
+  if (output_mask[2]) grad_bias = at::zeros({g.out_channels}, weight_.options());
+  const at::Tensor input = output_mask[1] ? input_.contiguous(cl) : at::Tensor();
+  const bool no_pixels = g.batch == 0 || g.out_plane() == 0;
+  if (no_pixels) {
+    if (output_mask[0]) grad_input.zero_();
+    return {grad_input, grad_weight, grad_bias};
+  }
+  AT_DISPATCH_FLOATING_TYPES(input_.scalar_type(), "cnnext_conv2d_backward_nhwc_depthwise", [&] {
+    depthwise_nhwc_backward(
+        grad_output.data_ptr<scalar_t>(),
+        output_mask[1] ? input.data_ptr<scalar_t>() : nullptr, weight.data_ptr<scalar_t>(),
+        output_mask[0] && grad_input.numel() > 0 ? grad_input.data_ptr<scalar_t>() : nullptr,
+        output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr,
+        output_mask[2] ? grad_bias.data_ptr<scalar_t>() : nullptr, g, p);
+  });
+  return {grad_input, grad_weight, grad_bias};
+}
+// ---- end of the channels_last depthwise block -------------------------------------------
+
+at::Tensor conv2d_nchw(const at::Tensor& input_, const at::Tensor& weight_,
                       const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
                       c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
@@ -410,7 +476,7 @@ void grad_bias_sum(const T* go, const Conv2dGeometry& g, T* gb) {
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_nchw(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, std::array<bool, 3> output_mask) {
@@ -494,6 +560,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     if (output_mask[2]) grad_bias_sum(go, g, grad_bias.data_ptr<scalar_t>());
   });
   return {grad_input, grad_weight, grad_bias};
+}
+
+// The registered entry points: the channels_last depthwise block, else the NCHW paths.
+at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
+                      const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
+  const Conv2dGeometry g = check_conv2d(input, weight, bias, p);
+  check_cpu_dtype(input);
+  if (!nhwc_depthwise_layout(input, g))
+    return conv2d_nchw(input, weight, bias, stride, padding, dilation, groups);
+  if (use_nhwc_depthwise(input, g))
+    return nhwc_depthwise_forward(input, weight, bias.has_value() ? *bias : at::Tensor(), g, p);
+  return as_channels_last(conv2d_nchw(input, weight, bias, stride, padding, dilation, groups));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
+    int64_t groups, std::array<bool, 3> output_mask) {
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
+  const Conv2dGeometry g = check_conv2d(input, weight, c10::nullopt, p);
+  check_cpu_dtype(input);
+  check_conv2d_grad_output(grad_output, input, g);
+  if (!nhwc_depthwise_layout(input, g))
+    return conv2d_backward_nchw(grad_output, input, weight, stride, padding, dilation, groups,
+                                output_mask);
+  if (use_nhwc_depthwise(input, g))
+    return nhwc_depthwise_backward(grad_output, input, weight, g, p, output_mask);
+  auto grads = conv2d_backward_nchw(grad_output, input, weight, stride, padding, dilation, groups,
+                                    output_mask);
+  if (output_mask[0])
+    std::get<0>(grads) = as_channels_last(std::get<0>(grads));
+  return grads;
 }
 
 }  // namespace
