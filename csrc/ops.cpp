@@ -23,7 +23,7 @@ TORCH_LIBRARY(cnnext, m) {
   m.def(
       "_conv2d_choice(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
       "int[2] dilation, int groups, ScalarType dtype, str pass_) -> str");
-  // [calls, macs, bytes, estimated seconds] of one row for one pass (conv_cost_model.h).
+  // [calls, tasks, macs, bytes, estimated seconds] of one row for one pass (conv_cost_model.h).
   m.def(
       "_conv2d_cost_features(int[] input_size, int[] weight_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups, ScalarType dtype, str pass_, "

@@ -143,9 +143,9 @@ def test_cost_features_are_reported_for_each_row():
     problem = _problem(SHAPES[1])
     args = [list(problem[0]), list(problem[1]), [1, 1], [1, 1], [1, 1], 1]
     for algo in ROWS:
-        calls, macs, nbytes, seconds = torch.ops.cnnext._conv2d_cost_features(
+        calls, tasks, macs, nbytes, seconds = torch.ops.cnnext._conv2d_cost_features(
             *args, torch.float32, "forward", algo)
-        assert calls == 1 and macs > 0 and nbytes > 0 and seconds > 0
+        assert calls == 1 and tasks >= 1 and macs > 0 and nbytes > 0 and seconds > 0
     with pytest.raises(RuntimeError, match="no conv algorithm named 'fft'"):
         torch.ops.cnnext._conv2d_cost_features(*args, torch.float32, "forward", "fft")
     with pytest.raises(RuntimeError, match="pass must be forward, grad_input or grad_weight"):

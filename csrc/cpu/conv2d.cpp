@@ -1,5 +1,12 @@
-// CPU conv2d: checks, output allocation, then per pass one row of the algorithm table
-// (conv_algorithms.h) chosen by conv_select.h. The algorithms live in conv_algo_*.cpp.
+// CPU conv2d: checks, the layout of the results, allocation, then per pass one row of the
+// algorithm table (conv_algorithms.h) chosen by conv_select.h. The algorithms live in
+// conv_algo_*.cpp.
+//
+// Layouts: results are channels_last where the input is and the geometry has NHWC rows in the
+// table (nhwc_geometry; cnnext/ops.py's fake kernels state the same rule), computed on the
+// tensors as they lie. Elsewhere the NCHW rows run (channels_last inputs copied once). A row
+// forced with CNNEXT_CONV_ALGO that has no NHWC form runs on NCHW copies, its results
+// converted back, so forcing never changes a result's layout.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -8,6 +15,7 @@
 #include "../common/conv_shapes.h"
 #include "conv_algorithms.h"
 #include "conv_select.h"
+#include "depthwise_conv2d_nhwc.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -19,8 +27,24 @@ void check_cpu_dtype(const at::Tensor& t) {
               " is not supported on CPU (float32 and float64 are)");
 }
 
-ConvProblem make_problem(const Conv2dGeometry& g, const Conv2dParams& p, at::ScalarType dtype) {
-  return ConvProblem{g, p, dtype, at::in_parallel_region() ? 1 : at::get_num_threads()};
+ConvProblem make_problem(const Conv2dGeometry& g, const Conv2dParams& p, at::ScalarType dtype,
+                         bool channels_last) {
+  return ConvProblem{g, p, dtype, at::in_parallel_region() ? 1 : at::get_num_threads(),
+                     channels_last};
+}
+
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+
+bool nhwc_geometry(const Conv2dGeometry& g) { return depthwise_nhwc_applies(g); }
+
+bool nhwc_results(const at::Tensor& input, const Conv2dGeometry& g) {
+  return nhwc_geometry(g) && input.suggest_memory_format() == kChannelsLast;
+}
+
+// t copied into at::empty's channels_last strides (those the fake kernels give), even where
+// t's own strides would already pass as channels_last (1x1 maps).
+at::Tensor as_channels_last(const at::Tensor& t) {
+  return at::empty(t.sizes(), t.options().memory_format(kChannelsLast)).copy_(t);
 }
 
 void run_pass(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
@@ -35,20 +59,25 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cpu_dtype(input_);
+  const bool cl_results = nhwc_results(input_, g);
+  const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
+  const bool in_nhwc = cl_results && layout_served(nhwc, ConvPass::Forward);
+  const auto layout = in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous;
   ConvTensors t;
-  t.input = input_.contiguous();
+  t.input = input_.contiguous(layout);
   t.weight = weight_.contiguous();
   const bool has_bias = bias_.has_value() && bias_->defined();
   if (has_bias) t.bias = bias_->contiguous();
-  t.output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, t.input.options());
-  if (t.output.numel() == 0) return t.output;
-  if (g.col_rows() == 0) {  // no input channels: the output is the bias alone
+  t.output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w},
+                       t.input.options().memory_format(layout));
+  if (t.output.numel() > 0 && g.col_rows() == 0) {  // no input channels: the bias alone
     t.output.zero_();
     if (has_bias) t.output.add_(t.bias.view({-1, 1, 1}));
-    return t.output;
+  } else if (t.output.numel() > 0) {
+    run_pass(in_nhwc ? nhwc : make_problem(g, p, input_.scalar_type(), false), ConvPass::Forward,
+             t);
   }
-  run_pass(make_problem(g, p, t.input.scalar_type()), ConvPass::Forward, t);
-  return t.output;
+  return cl_results && !in_nhwc ? as_channels_last(t.output) : t.output;
 }
 
 // grad_bias[oc] = sum over images (in order) of each image's plane sum.
@@ -70,6 +99,25 @@ void grad_bias_sum(const T* go, const Conv2dGeometry& g, T* gb) {
   });
 }
 
+// The same sums over an NHWC grad_output: rows of out_channels values, added in row order.
+template <typename T>
+void grad_bias_sum_nhwc(const T* go, const Conv2dGeometry& g, T* gb) {
+  const int64_t rows = g.batch * g.out_plane(), C = g.out_channels;
+  constexpr int64_t kBlock = 64;  // channels per task: one cache line per row and task
+  at::parallel_for(0, (C + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t c0 = blk * kBlock, c1 = std::min(C, c0 + kBlock);
+      T acc[kBlock] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* row = go + r * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += row[c];
+      }
+      for (int64_t c = c0; c < c1; ++c) gb[c] = acc[c - c0];
+    }
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
@@ -78,42 +126,67 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   const Conv2dGeometry g = check_conv2d(input_, weight_, c10::nullopt, p);
   check_cpu_dtype(input_);
   check_conv2d_grad_output(grad_output_, input_, g);
-  ConvTensors t;
-  t.grad_output = grad_output_.contiguous();
+  const bool cl_results = nhwc_results(input_, g);
+  const ConvProblem nchw = make_problem(g, p, input_.scalar_type(), false);
+  const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
+  const bool gi_nhwc = cl_results && layout_served(nhwc, ConvPass::GradInput);
+  const bool gw_nhwc = cl_results && layout_served(nhwc, ConvPass::GradWeight);
+  // grad_output in each layout some pass reads, made contiguous once.
+  at::Tensor go_nchw, go_nhwc;
+  const auto grad_output_in = [&](bool in_nhwc) -> const at::Tensor& {
+    at::Tensor& go = in_nhwc ? go_nhwc : go_nchw;
+    if (!go.defined())
+      go = grad_output_.contiguous(in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous);
+    return go;
+  };
   // Unselected results are empty (0-element) tensors: custom ops return defined tensors.
   at::Tensor grad_input = at::empty({0}, input_.options());
   at::Tensor grad_weight = at::empty({0}, weight_.options());
   at::Tensor grad_bias = at::empty({0}, weight_.options());
-  if (output_mask[0]) grad_input = at::empty(input_.sizes(), input_.options());
+  if (output_mask[0])
+    grad_input = at::empty(input_.sizes(),
+                           input_.options().memory_format(gi_nhwc ? kChannelsLast
+                                                                  : at::MemoryFormat::Contiguous));
   if (output_mask[1]) grad_weight = at::empty(weight_.sizes(), weight_.options());
   if (output_mask[2]) grad_bias = at::empty({g.out_channels}, weight_.options());
   const bool empty_sum = g.col_rows() == 0 || g.out_channels == 0 || g.out_plane() == 0;
   const bool want_gi = output_mask[0] && grad_input.numel() > 0;
   const bool want_gw = output_mask[1] && grad_weight.numel() > 0;
-  const ConvProblem pr = make_problem(g, p, input_.scalar_type());
   if (want_gi) {
     if (empty_sum) {
       grad_input.zero_();
     } else {
+      ConvTensors t;
+      t.grad_output = grad_output_in(gi_nhwc);
       t.weight = weight_.contiguous();
       t.grad_input = grad_input;
-      run_pass(pr, ConvPass::GradInput, t);
+      run_pass(gi_nhwc ? nhwc : nchw, ConvPass::GradInput, t);
     }
   }
+  if (output_mask[0] && cl_results && !gi_nhwc) grad_input = as_channels_last(grad_input);
   if (want_gw) {
     if (empty_sum || g.batch == 0) {
       grad_weight.zero_();
     } else {
       // grad_weight needs the input's values; only then is the input made contiguous.
-      t.input = input_.contiguous();
+      ConvTensors t;
+      t.grad_output = grad_output_in(gw_nhwc);
+      t.input = input_.contiguous(gw_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous);
       t.grad_weight = grad_weight;
-      run_pass(pr, ConvPass::GradWeight, t);
+      run_pass(gw_nhwc ? nhwc : nchw, ConvPass::GradWeight, t);
     }
   }
-  if (output_mask[2])
+  if (output_mask[2]) {
+    // Either layout some pass already made, else the input's own.
+    const bool sum_nhwc = go_nhwc.defined() || (!go_nchw.defined() && cl_results);
+    const at::Tensor& go = grad_output_in(sum_nhwc);
     AT_DISPATCH_FLOATING_TYPES(input_.scalar_type(), "cnnext_conv2d_grad_bias", [&] {
-      grad_bias_sum(t.grad_output.data_ptr<scalar_t>(), g, grad_bias.data_ptr<scalar_t>());
+      if (sum_nhwc)
+        grad_bias_sum_nhwc(go.data_ptr<scalar_t>(), g, grad_bias.data_ptr<scalar_t>());
+      else
+        grad_bias_sum(go.data_ptr<scalar_t>(), g, grad_bias.data_ptr<scalar_t>());
     });
+  }
   return {grad_input, grad_weight, grad_bias};
 }
 

@@ -307,7 +307,7 @@ void run_pointwise(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
 }
 
 bool im2col_applies(const ConvProblem& pr, ConvPass) {
-  return pr.dtype == at::kFloat || pr.dtype == at::kDouble;
+  return !pr.channels_last && (pr.dtype == at::kFloat || pr.dtype == at::kDouble);
 }
 bool pointwise_applies(const ConvProblem& pr, ConvPass pass) {
   return im2col_applies(pr, pass) && is_pointwise(pr.g, pr.p);

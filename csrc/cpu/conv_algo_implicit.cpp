@@ -29,7 +29,7 @@ Transposed transposed_problem(const Conv2dGeometry& g, const Conv2dParams& p) {
 }
 
 bool applies(const ConvProblem& pr, ConvPass pass) {
-  if (pr.dtype != at::kFloat && pr.dtype != at::kDouble) return false;
+  if (pr.channels_last || (pr.dtype != at::kFloat && pr.dtype != at::kDouble)) return false;
   if (!implicit_conv2d_applies(pr.g, pr.p)) return false;
   if (pass != ConvPass::GradInput) return true;
   const Conv2dParams& p = pr.p;

@@ -14,7 +14,7 @@ bool grad_input_padding_ok(const Conv2dParams& p) {
 }
 
 bool applies(const ConvProblem& pr, ConvPass pass) {
-  if (pr.dtype != at::kFloat || !winograd_applies(pr.g, pr.p)) return false;
+  if (pr.channels_last || pr.dtype != at::kFloat || !winograd_applies(pr.g, pr.p)) return false;
   if (pass == ConvPass::GradWeight) return false;
   return pass == ConvPass::Forward || grad_input_padding_ok(pr.p);
 }

@@ -21,9 +21,10 @@ struct ConvProblem {
   Conv2dParams p;
   at::ScalarType dtype;
   int64_t threads;  // threads the kernels may use (1 inside a parallel region)
+  bool channels_last;  // activations (input, output and their gradients) in NHWC
 };
 
-// The tensors of one call, NCHW-contiguous. Forward reads input, weight, bias (undefined when
+// The tensors of one call, contiguous in the problem's layout (the weight always OIHW). Forward reads input, weight, bias (undefined when
 // absent) and writes every element of output. GradInput reads grad_output and weight and writes
 // every element of grad_input. GradWeight reads grad_output and input and writes every element
 // of grad_weight (sum over the batch in a fixed order: deterministic for a given thread count).
@@ -50,7 +51,8 @@ ConvAlgorithmTable conv_algorithms();
 const ConvAlgorithm* find_conv_algorithm(const char* name);
 
 // The rows, defined beside their kernels.
-extern const ConvAlgorithm kDepthwiseAlgorithm;  // depthwise_conv2d.cpp
+extern const ConvAlgorithm kDepthwiseAlgorithm;      // conv_algo_depthwise.cpp
+extern const ConvAlgorithm kDepthwiseNhwcAlgorithm;  // conv_algo_depthwise.cpp (NHWC)
 extern const ConvAlgorithm kPointwiseAlgorithm;  // conv_algo_im2col.cpp
 extern const ConvAlgorithm kWinogradAlgorithm;   // conv_algo_winograd.cpp
 extern const ConvAlgorithm kImplicitAlgorithm;   // conv_algo_implicit.cpp

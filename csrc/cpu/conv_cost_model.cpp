@@ -3,13 +3,18 @@
 #include <algorithm>
 
 #include "conv_cost_coefficients.h"
+#include "gemm/gemm.h"
+#include "gemm/microkernel.h"
 
 namespace cnnext::cpu {
 namespace {
 
-// Rows of the register-blocked micro-kernel (AVX-512): a GEMM with fewer rows than this still
-// pays for a whole sliver.
-constexpr double kSliverRows = 14;
+// Rows of the active ISA's register-blocked micro-kernel (14 on AVX-512, 6 on AVX2): a GEMM
+// with fewer rows than this still pays for a whole sliver.
+double sliver_rows(at::ScalarType dtype) {
+  const Isa isa = active_isa();
+  return dtype == at::kDouble ? gemm_kernels<double>(isa).mr : gemm_kernels<float>(isa).mr;
+}
 
 double round_up(double x, double m) { return x <= 0 ? 0 : ((int64_t)((x + m - 1) / m)) * m; }
 
@@ -37,7 +42,8 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
   const double in = N * g.in_channels * g.in_plane(), out = N * g.out_channels * P;
   const double weights = double(g.out_channels) * Kr;
   const double true_macs = N * G * Cg * P * Kr;
-  CostFeatures f{1.0, true_macs, elem * (in + out + weights)};
+  CostFeatures f{1.0, 1.0, true_macs, elem * (in + out + weights)};
+  const double kSliverRows = sliver_rows(pr.dtype);
   switch (algo) {
     case ConvAlgoId::Depthwise: {
       const double padded = N * g.in_channels *
@@ -55,6 +61,7 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       else
         f.macs = N * G * round_up(Cg, kSliverRows) * P * Kr;
       if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
+      f.tasks = N * G;
       break;
     }
     case ConvAlgoId::Implicit: {
@@ -71,6 +78,7 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
         f.bytes += elem * N * g.in_channels * rows * qw * p.stride[1];
         if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
       }
+      f.tasks = N * G;
       break;
     }
     case ConvAlgoId::Winograd: {
@@ -87,19 +95,21 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
     case ConvAlgoId::Matmul:
       // One GEMM over the batch: rows are images, so thin dimensions are the channels.
       f.macs = G * round_up(N, kSliverRows) * Cg * Kr;
+      f.tasks = G;
       break;
     case ConvAlgoId::Count:
       break;
   }
   // float64 fills half the lanes of a float32 vector.
   if (pr.dtype == at::kDouble) f.macs *= 2.0;
+  // The coefficients are fitted per machine: a kernel's speed depends on the ISA it runs.
   return f;
 }
 
 double estimate_seconds(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass) {
   const CostFeatures f = cost_features(algo, pr, pass);
   const double* c = kConvCostCoefficients[static_cast<int>(algo)][static_cast<int>(pass)];
-  return c[0] * f.calls + c[1] * f.macs + c[2] * f.bytes;
+  return c[0] * f.calls + c[1] * f.tasks + c[2] * f.macs + c[3] * f.bytes;
 }
 
 }  // namespace cnnext::cpu

@@ -1,7 +1,8 @@
 #pragma once
 // The default algorithm choice: each algorithm's time estimated as
-//   seconds = c_call + c_mac * macs + c_byte * bytes
-// where macs and bytes are what that algorithm does for the pass (multiply-adds including the
+//   seconds = c_call + c_task * tasks + c_mac * macs + c_byte * bytes
+// where tasks counts the algorithm's inner kernel calls (a GEMM per image and group: packing
+// and a parallel region each), and macs and bytes are what that algorithm does for the pass (multiply-adds including the
 // micro-kernel's padding of thin dimensions and wasted wide columns; memory it moves including
 // its own buffers: im2col columns, phase copies, Winograd transforms). The coefficients are
 // fitted per algorithm and pass on the layer census by tools/fit_conv_cost.py, which writes
@@ -14,7 +15,7 @@ namespace cnnext::cpu {
 enum class ConvAlgoId : int { Depthwise = 0, Pointwise, Winograd, Implicit, Im2col, Matmul, Count };
 
 struct CostFeatures {
-  double calls, macs, bytes;
+  double calls, tasks, macs, bytes;
 };
 
 CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass);

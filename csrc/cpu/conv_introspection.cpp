@@ -32,7 +32,7 @@ ConvProblem make_problem(c10::IntArrayRef in, c10::IntArrayRef w, c10::IntArrayR
   // The real checks, on meta tensors: a geometry the operator would reject is rejected here.
   const auto meta = at::TensorOptions().dtype(dtype).device(at::kMeta);
   const Conv2dGeometry g = check_conv2d(at::empty(in, meta), at::empty(w, meta), c10::nullopt, p);
-  return ConvProblem{g, p, dtype, at::get_num_threads()};
+  return ConvProblem{g, p, dtype, at::get_num_threads(), false};
 }
 
 std::vector<std::string> algorithms(c10::IntArrayRef in, c10::IntArrayRef w,
@@ -65,7 +65,7 @@ std::vector<double> cost_features_of(c10::IntArrayRef in, c10::IntArrayRef w,
     if (algorithm != ids[i]) continue;
     const ConvAlgoId id = static_cast<ConvAlgoId>(i);
     const CostFeatures f = cost_features(id, pr, ps);
-    return {f.calls, f.macs, f.bytes, estimate_seconds(id, pr, ps)};
+    return {f.calls, f.tasks, f.macs, f.bytes, estimate_seconds(id, pr, ps)};
   }
   TORCH_CHECK(false, "cnnext: no conv algorithm named '", std::string(algorithm), "'");
 }

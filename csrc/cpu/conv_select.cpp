@@ -13,15 +13,16 @@
 namespace cnnext::cpu {
 namespace {
 
-// The names CNNEXT_CONV_ALGO takes for each row ("direct" is the depthwise row's name).
-const ConvAlgorithm* forced_algorithm() {
+// The row CNNEXT_CONV_ALGO names for this problem ("direct" is the depthwise rows' name, in
+// either layout).
+const ConvAlgorithm* forced_algorithm(const ConvProblem& pr) {
   switch (conv_algo_override()) {
     case ConvAlgo::Auto:
       return nullptr;
     case ConvAlgo::Im2col:
       return &kIm2colAlgorithm;
     case ConvAlgo::Direct:
-      return &kDepthwiseAlgorithm;
+      return pr.channels_last ? &kDepthwiseNhwcAlgorithm : &kDepthwiseAlgorithm;
     case ConvAlgo::Winograd:
       return &kWinogradAlgorithm;
     case ConvAlgo::Implicit:
@@ -38,7 +39,7 @@ std::atomic<bool> g_benchmark{false};
 
 // The measured choice's key: everything the table's applies() and the kernels' speed depend on.
 struct Key {
-  std::array<int64_t, 18> v;
+  std::array<int64_t, 19> v;
   bool operator==(const Key& o) const { return v == o.v; }
 };
 struct KeyHash {
@@ -55,7 +56,8 @@ Key make_key(const ConvProblem& pr, ConvPass pass) {
   return Key{{g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels, g.kernel_h, g.kernel_w,
               g.groups, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0],
               p.dilation[1], static_cast<int64_t>(pr.dtype), pr.threads,
-              static_cast<int64_t>(pass), static_cast<int64_t>(conv_algo_override())}};
+              static_cast<int64_t>(pass), static_cast<int64_t>(conv_algo_override()),
+              static_cast<int64_t>(pr.channels_last)}};
 }
 
 // Bounded: when full, the cache is emptied (choices are cheap to measure again, and a program
@@ -114,8 +116,14 @@ std::vector<const ConvAlgorithm*> applicable_algorithms(const ConvProblem& pr, C
   return rows;
 }
 
+bool layout_served(const ConvProblem& pr, ConvPass pass) {
+  const ConvAlgorithm* forced = forced_algorithm(pr);
+  if (forced != nullptr && !forced->applies(pr, pass)) return false;
+  return !applicable_algorithms(pr, pass).empty();
+}
+
 const ConvAlgorithm* choose_by_rule(const ConvProblem& pr, ConvPass pass) {
-  const ConvAlgorithm* forced = forced_algorithm();
+  const ConvAlgorithm* forced = forced_algorithm(pr);
   if (forced != nullptr && forced->applies(pr, pass)) return forced;
   const ConvAlgorithmTable table = conv_algorithms();
   const ConvAlgorithm* best = nullptr;

@@ -22,6 +22,11 @@ const ConvAlgorithm* choose_by_rule(const ConvProblem& pr, ConvPass pass);
 // while measuring; the caller runs the returned row afterwards for the result.
 const ConvAlgorithm* choose_conv_algorithm(const ConvProblem& pr, ConvPass pass, ConvTensors& t);
 
+// Whether the problem's layout has a row for the pass that the override (if any) allows: false
+// when CNNEXT_CONV_ALGO names a row that has no form in this layout (the caller then runs the
+// other layout's rows on copies).
+bool layout_served(const ConvProblem& pr, ConvPass pass);
+
 // Applicable rows in table order.
 std::vector<const ConvAlgorithm*> applicable_algorithms(const ConvProblem& pr, ConvPass pass);
 

@@ -32,6 +32,8 @@ struct DwJob {
   T* grad_input;
   T* partial;  // [batch][weight numel]: grad_weight per image, or null
   const T* w_transposed;  // [group][cin_g][cout_g][kh*kw] flipped kernels, or null
+  const int64_t* offs;             // [kh*kw] offset of each tap from its output pixel in L
+  const int64_t* offs_transposed;  // the same in LT
 };
 
 DwLayout make_layout(const Conv2dGeometry& g, const Conv2dParams& p) {
@@ -66,6 +68,19 @@ bool make_transposed_layout(const Conv2dGeometry& g, const Conv2dParams& p, DwLa
   return true;
 }
 
+// Offset of tap (ki, kj) in the padded, phase-split plane from the tap (0, 0) of the same
+// output pixel.
+std::vector<int64_t> tap_offsets(const DwLayout& L) {
+  std::vector<int64_t> offs(static_cast<size_t>(L.kh * L.kw));
+  for (int64_t ki = 0; ki < L.kh; ++ki)
+    for (int64_t kj = 0; kj < L.kw; ++kj) {
+      const int64_t x = kj * L.dw;
+      offs[static_cast<size_t>(ki * L.kw + kj)] =
+          ki * L.dh * L.row_stride + (x % L.sw) * L.Q + x / L.sw;
+    }
+  return offs;
+}
+
 }  // namespace
 
 // The same loops compiled for each ISA; active_isa() picks one at run time.
@@ -73,6 +88,7 @@ bool make_transposed_layout(const Conv2dGeometry& g, const Conv2dParams& p, DwLa
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
 namespace isa_avx512 {
 namespace {
+constexpr int kVecBytes = 64;
 #include "depthwise_conv2d_kernels.inc"
 }
 }  // namespace isa_avx512
@@ -82,6 +98,7 @@ namespace {
 #pragma GCC target("avx2,fma")
 namespace isa_avx2 {
 namespace {
+constexpr int kVecBytes = 32;
 #include "depthwise_conv2d_kernels.inc"
 }
 }  // namespace isa_avx2
@@ -89,6 +106,7 @@ namespace {
 
 namespace isa_portable {
 namespace {
+constexpr int kVecBytes = 16;  // SSE2, part of every x86-64
 #include "depthwise_conv2d_kernels.inc"
 }
 }  // namespace isa_portable
@@ -131,6 +149,8 @@ void depthwise_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
                               const Conv2dGeometry& g, const Conv2dParams& p) {
   DwJob<T> J = make_job<T>(g, p);
   J.in = in, J.w = w, J.bias = bias, J.out = out;
+  const std::vector<int64_t> offs = tap_offsets(J.L);
+  J.offs = offs.data();
   run_jobs(J, g.batch * g.groups, false);
 }
 
@@ -139,6 +159,9 @@ void depthwise_conv2d_backward(const T* grad_output, const T* in, const T* w, T*
                                T* grad_weight, const Conv2dGeometry& g, const Conv2dParams& p) {
   DwJob<T> J = make_job<T>(g, p);
   J.in = in, J.w = w, J.grad_output = grad_output, J.grad_input = grad_input;
+  const std::vector<int64_t> offs = tap_offsets(J.L);
+  J.offs = offs.data();
+  std::vector<int64_t> offs_transposed;
   const int64_t kk = g.kernel_h * g.kernel_w;
   std::vector<T> w_transposed;
   if (grad_input != nullptr && make_transposed_layout(g, p, J.LT)) {
@@ -151,6 +174,8 @@ void depthwise_conv2d_backward(const T* grad_output, const T* in, const T* w, T*
             w_transposed[((grp * cin_g + c) * cout_g + m) * kk + t] =
                 w[((grp * cout_g + m) * cin_g + c) * kk + (kk - 1 - t)];
     J.w_transposed = w_transposed.data();
+    offs_transposed = tap_offsets(J.LT);
+    J.offs_transposed = offs_transposed.data();
   }
   std::vector<T> partial;
   if (grad_weight != nullptr) {
