@@ -263,9 +263,22 @@ void forward_task(const Plan& pl, const TaskRange& r, const T* in, const T* w, c
   }
 }
 
+// The fused ReLU (convert(fuse=True)): x < 0 ? 0 : x keeps NaN, as torch.relu does; one
+// contiguous pass the compiler vectorises.
+void relu_in_place(at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "cnnext_conv2d_relu", [&] {
+    scalar_t* out = output.data_ptr<scalar_t>();
+    const int64_t n = output.numel();
+    at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = out[i] < scalar_t(0) ? scalar_t(0) : out[i];
+    });
+  });
+}
+
 at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
                       const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
-                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                      bool relu) {
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cpu_dtype(input_);
@@ -278,6 +291,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   if (g.col_rows() == 0) {  // no input channels: the output is the bias alone
     output.zero_();
     if (has_bias) output.add_(bias.view({-1, 1, 1}));
+    if (relu) relu_in_place(output);
     return output;
   }
 
@@ -299,6 +313,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     run_tasks(pl.tasks(), pl.threads,
               [&](int64_t t) { forward_task(pl, task_range(pl, t), in, w, b, out); });
   });
+  if (relu) relu_in_place(output);
   return output;
 }
 
