@@ -4,12 +4,13 @@ PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install deps test bench fuzz test-asan cuda-check clean
+.PHONY: install deps test bench wheel fuzz test-asan cuda-check clean
 
 # torch==2.13.0 only when no torch is importable, so a CUDA torch on a GPU machine is kept.
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q numpy pytest hypothesis expecttest psutil ninja pybind11 "setuptools>=64" wheel matplotlib tqdm scikit-learn
+	$(PIP) install -q numpy pytest hypothesis expecttest psutil ninja pybind11 "setuptools>=64" wheel matplotlib tqdm scikit-learn \
+		onnx onnxscript onnxruntime
 
 install: deps
 	$(PIP) install -q --no-build-isolation -e .
@@ -20,8 +21,13 @@ test: install
 bench: install
 	$(PYTHON) -m benchmarks $(BENCH_ARGS)
 
+# A binary wheel in dist/ for the installed torch (the extension records that torch's version
+# and refuses any other at import). Built in the tree: build/ objects are reused.
+wheel: deps
+	$(PIP) wheel --no-build-isolation --no-deps -w dist .
+
 clean:
-	rm -rf build *.egg-info cnnext/*.so
+	rm -rf build dist *.egg-info cnnext/*.so cnnext/_build_info.py
 
 # ---- hardening (issue 5) --------------------------------------------------------------------
 # make fuzz: the property tests with a long budget (examples per test; fresh random examples).
