@@ -113,8 +113,8 @@ def measure(sides, x, reps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=9)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--reps", type=int, default=11)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 NCHW, 224x224")
