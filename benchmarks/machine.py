@@ -29,7 +29,8 @@ def _cpu_flags():
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+                    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+                            if f in flags]
     except OSError:
         pass
     return []
@@ -100,3 +101,35 @@ def copy_bandwidth(device, sizes_mib, reps):
         curve.append({"mib": mib, "gbps": 2 * elements * 4 / seconds / 1e9})
         del src, dst
     return max(p["gbps"] for p in curve), curve
+
+
+def _cpu_mhz():
+    """The clock Linux reports for the first CPU (/proc/cpuinfo "cpu MHz"), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+AMX_BF16_FLOP_PER_CYCLE = 1024  # TDPBF16PS: 16x32 bf16 pairs into 16x16 float32 per 16 cycles
+
+
+def bf16_peak(device, threads, sizes, reps):
+    """The bfloat16 limit: on a CPU with AMX-BF16, cores x clock x 1024 FLOP/cycle (the tile
+    unit's rate; torch.mm in bfloat16 is measured beside it); elsewhere the best GFLOP/s of
+    torch.mm in bfloat16. Returns (peak GFLOP/s, facts)."""
+    measured, curve = gemm_peak(device, torch.bfloat16, sizes, reps)
+    facts = {"bf16_mm_gflops": measured, "bf16_mm_curve": curve}
+    mhz = _cpu_mhz() if device == "cpu" else None
+    if device == "cpu" and "amx_bf16" in _cpu_flags() and mhz:
+        peak = threads * mhz * 1e6 * AMX_BF16_FLOP_PER_CYCLE / 1e9
+        facts.update(bf16_peak_source=f"AMX estimate: {threads} cores x {mhz:.0f} MHz (/proc/cpuinfo) x "
+                                      f"{AMX_BF16_FLOP_PER_CYCLE} FLOP/cycle")
+    else:
+        peak = measured
+        facts.update(bf16_peak_source="torch.mm bfloat16, measured")
+    return peak, facts

@@ -1,5 +1,7 @@
 """Whole models, as torch modules (no torchvision) and as cnnext.convert(model) with the same
-weights: inference batch latency and one training step (forward, backward, SGD step)."""
+weights: inference batch latency and one training step (forward, backward, SGD step), in
+each configuration (dtype x layout) for the published architectures, in the run's dtype for
+the two small classics."""
 import copy
 from dataclasses import dataclass
 from functools import partial
@@ -10,6 +12,8 @@ from torch import nn
 
 import cnnext
 
+from .architectures import ARCHITECTURES
+from .configs import CONFIGS
 from .suite import Case, Row
 
 
@@ -37,53 +41,36 @@ def cifar_net():
     )
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, c_in, c_out, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + self.shortcut(x))
-
-
-def resnet18(num_classes=1000):
-    """ResNet-18: 7x7/2 stem, 3x3/2 max pool, basic blocks [2, 2, 2, 2], global average pool."""
-    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-              nn.MaxPool2d(3, 2, 1)]
-    c_in = 64
-    for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
-        c_in = c_out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     build: object
-    batch: int
+    batch: int  # inference batch
     input_shape: tuple
-    quick_batch: int = 0  # the batch --quick uses (0: same as batch)
+    quick_batch: int = 0  # the batch --quick uses (0: not in --quick)
+    train_batch: int = 0  # the training step's batch (0: same as batch)
+    configs: bool = True  # timed in every configuration; False: the run's dtype, NCHW
 
     def shape(self, batch):
         c, h, w = self.input_shape
         return f"{batch}x{c}x{h}x{w}"
 
 
+def _published(name, batch=8, quick_batch=0, train_batch=0):
+    build, size = ARCHITECTURES[name]
+    return ModelSpec(name, build, batch, (3, size, size), quick_batch, train_batch)
+
+
 MODELS = [
-    ModelSpec("lenet", lenet, 64, (1, 28, 28)),
-    ModelSpec("cifar_net", cifar_net, 64, (3, 32, 32)),
-    ModelSpec("resnet18", resnet18, 8, (3, 224, 224), quick_batch=2),
+    ModelSpec("lenet", lenet, 64, (1, 28, 28), configs=False),
+    ModelSpec("cifar_net", cifar_net, 64, (3, 32, 32), configs=False),
+    _published("resnet18", quick_batch=2),
+    _published("resnet50", train_batch=4),
+    _published("mobilenet_v2"),
+    _published("mobilenet_v3_small", quick_batch=2),
+    _published("efficientnet_b0", train_batch=4),
+    _published("convnext_tiny", train_batch=4),
+    _published("inception_v3", train_batch=4),
 ]
 
 
@@ -106,11 +93,15 @@ def _conv_flops(model, x):
     return total
 
 
-def model_case(spec: ModelSpec, batch, training: bool, device, dtype):
+def model_case(spec: ModelSpec, batch, training: bool, device, dtype, config=None):
+    """config: a configs.LayoutConfig (model and input in its dtype and layout), or None for
+    the run's dtype in NCHW."""
     torch.manual_seed(0)
-    theirs = spec.build().to(device, dtype)
+    memory_format = config.memory_format if config else torch.contiguous_format
+    dtype = config.dtype if config else dtype
+    theirs = spec.build().to(device, dtype, memory_format=memory_format)
     ours = cnnext.convert(theirs)  # a deep copy: same weights, its own parameters
-    x = torch.randn(batch, *spec.input_shape, device=device, dtype=dtype)
+    x = torch.randn(batch, *spec.input_shape).to(device, dtype, memory_format=memory_format)
     # float64 twins of both models for the correctness gate (see suite.Case.exact).
     exact_theirs = copy.deepcopy(theirs).double() if dtype != torch.float64 else None
     exact_ours = cnnext.convert(exact_theirs) if exact_theirs is not None else None
@@ -143,21 +134,29 @@ def model_case(spec: ModelSpec, batch, training: bool, device, dtype):
                 cnnext=partial(step, ours, sgd(ours.parameters())), exact=exact)
 
 
-def model_rows(quick):
+def model_rows(quick, config_keys=()):
+    """--quick: the models with a quick_batch, at that batch. Published architectures get a
+    row per configuration in config_keys; the classics one row in the run's dtype (--full)."""
     rows = []
     for spec in MODELS:
-        batch = spec.quick_batch if quick and spec.quick_batch else spec.batch
-        for training in (False, True):
-            rows.append(Row(
-                section="model", name=spec.name, pass_="train step" if training else "inference",
-                shape=spec.shape(batch), quick=True,
-                make=partial(model_case, spec, batch, training), spec=spec,
-                flops_fn=partial(_model_flops, spec, batch, training)))
+        if quick and not spec.quick_batch:
+            continue
+        for key in (config_keys if spec.configs else (None,)):
+            config = CONFIGS[key] if key else None
+            for training in (False, True):
+                batch = spec.quick_batch if quick else (spec.train_batch or spec.batch) if training else spec.batch
+                rows.append(Row(
+                    section="model", name=spec.name, pass_="train step" if training else "inference",
+                    shape=spec.shape(batch), quick=True, config=key,
+                    dtype_override=config.dtype if config else None,
+                    make=partial(model_case, spec, batch, training, config=config), spec=spec,
+                    flops_fn=partial(_model_flops, spec, batch, training)))
     return rows
 
 
-def _model_flops(spec, batch, training, device, dtype):
-    torch.manual_seed(0)
-    model = spec.build().to(device, dtype).eval()
-    forward = _conv_flops(model, torch.randn(batch, *spec.input_shape, device=device, dtype=dtype))
+def _model_flops(spec, batch, training, device=None, dtype=None):
+    """Counted once the row is timed, on the meta device (no memory, no arithmetic)."""
+    with torch.device("meta"):
+        model = spec.build().eval()
+        forward = _conv_flops(model, torch.empty(batch, *spec.input_shape))
     return forward * (3 if training else 1)

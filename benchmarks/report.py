@@ -1,15 +1,29 @@
-"""What a person reads: a table grouped by section, a JSON of every number, a PNG chart."""
+"""What a person reads: a table grouped by section and configuration, a JSON of every
+number, a PNG chart and a summary page whose headline says where cnnext stands against
+torch's best configuration."""
 import json
 import math
 import os
 
+from .configs import CONFIGS
+
 SECTION_TITLES = {
-    "conv": "Convolution layers  (throughput: GFLOP/s; limit: torch.mm GEMM peak)",
-    "pool": "Pooling  (throughput: GB/s of the minimum bytes moved; limit: copy bandwidth)",
-    "gemm": "GEMM, float32 squares  (cnnext.gemm vs torch.mm; limit: torch.mm peak)",
+    "census_conv": "Census conv layers  (F.conv2d vs cnnext.functional.conv2d; throughput: GFLOP/s; "
+                   "limit: torch.mm GEMM peak, bfloat16: the bf16 peak)",
+    "census_pool": "Census pooling layers  (throughput: GB/s of the minimum bytes moved; limit: copy bandwidth)",
     "model": "Models  (torch model vs cnnext.convert(model), same weights)",
+    "conv": "The old 16-layer suite: convolution  (throughput: GFLOP/s; limit: torch.mm GEMM peak)",
+    "pool": "The old suite: pooling  (throughput: GB/s of the minimum bytes moved; limit: copy bandwidth)",
+    "gemm": "GEMM, float32 squares  (cnnext.gemm vs torch.mm; limit: torch.mm peak)",
 }
 SECTIONS = list(SECTION_TITLES)
+
+
+def config_title(key, summary=None):
+    if key is None:
+        dtype = summary["machine"]["dtype"] if summary else "the run's dtype"
+        return f"{dtype} NCHW"
+    return CONFIGS[key].title if key in CONFIGS else key
 
 
 def _fmt_ms(ms):
@@ -36,27 +50,57 @@ def _fmt_frac(side):
     return "-" if frac is None else f"{100 * frac:.0f}%" if frac >= 0.1 else f"{100 * frac:.1f}%"
 
 
-def table(rows, summary):
-    """The end-of-run table as a string."""
-    lines = []
-    header = (f"{'row':<18}{'pass':<11}{'shape':<34}{'torch ms':>10}{'cnnext ms':>11}"
-              f"{'torch/cnnext':>14}{'thru t|c':>14}{'of limit t|c':>14}{'faults t|c':>12}  note")
-    peaks = summary["peaks"]
-    lines.append(f"cnnext vs torch on {summary['machine']['cpu_model']} "
-                 f"({summary['machine']['torch_threads']} threads, {summary['machine']['dtype']}, "
-                 f"{summary['machine']['device']}), {summary['machine']['date_utc']}")
-    lines.append(f"machine limits measured in this run: GEMM peak {peaks['gemm_gflops']:.0f} GFLOP/s "
-                 f"(torch.mm), copy bandwidth {peaks['copy_gbps']:.1f} GB/s")
-    lines.append("torch/cnnext = torch's median time / cnnext's: >1 (▲) cnnext faster, <1 (▼) slower. "
-                 "t|c = torch | cnnext.")
+def _blocks(rows):
+    """(section, config) -> rows, sections in SECTIONS order, configurations in order of
+    first appearance."""
+    blocks = {}
     for section in SECTIONS:
-        section_rows = [r for r in rows if r.section == section]
-        if not section_rows:
-            continue
-        lines.append("")
-        lines.append(f"== {SECTION_TITLES[section]}")
-        lines.append(header)
-        for row in section_rows:
+        for row in rows:
+            if row.section == section:
+                blocks.setdefault((section, getattr(row, "config", None)), []).append(row)
+    return blocks
+
+
+def _geomean_groups(summary):
+    """The geomeans of a summary, each with section/config/pass (older JSONs keyed them as
+    "section pass" only)."""
+    groups = []
+    for key, g in summary["geomeans"].items():
+        if "section" not in g:
+            section, pass_ = key.split(" ", 1)
+            g = dict(g, section=section, config=None, **{"pass": pass_})
+        groups.append(dict({"min_ratio": None, "min_row": "-", "fraction_of_peak": {}}, **g))
+    return groups
+
+
+def _min_text(g):
+    return "-" if g["min_ratio"] is None else f"{g['min_ratio']:.2f}x ({g['min_row']})"
+
+
+def _limits_line(summary):
+    peaks = summary["peaks"]
+    line = (f"machine limits measured in this run: GEMM peak {peaks['gemm_gflops']:.0f} GFLOP/s "
+            f"(torch.mm), copy bandwidth {peaks['copy_gbps']:.1f} GB/s")
+    if peaks.get("bf16_gflops") and peaks.get("bf16_peak_source"):
+        line += (f", bfloat16 peak {peaks['bf16_gflops']:.0f} GFLOP/s ({peaks['bf16_peak_source']}; "
+                 f"torch.mm bfloat16 {peaks['bf16_mm_gflops']:.0f})")
+    return line
+
+
+def table(rows, summary):
+    """The end-of-run table as a string: one block per section and configuration."""
+    name_w = max([18] + [len(r.name) + 2 for r in rows])
+    shape_w = max([34] + [len(r.shape) + 2 for r in rows])
+    header = (f"{'row':<{name_w}}{'pass':<11}{'shape':<{shape_w}}{'torch ms':>10}{'cnnext ms':>11}"
+              f"{'torch/cnnext':>14}{'thru t|c':>14}{'of limit t|c':>14}{'faults t|c':>12}  note")
+    m = summary["machine"]
+    lines = [f"cnnext vs torch on {m['cpu_model']} ({m['torch_threads']} threads, {m['device']}), "
+             f"{m['date_utc']}", _limits_line(summary),
+             "torch/cnnext = torch's median time / cnnext's: >1 (▲) cnnext faster, <1 (▼) slower. "
+             "t|c = torch | cnnext."]
+    for (section, config), block in _blocks(rows).items():
+        lines += ["", f"== {SECTION_TITLES[section]} — {config_title(config, summary)}", header]
+        for row in block:
             res = row.result
             t, c = res.get("torch", {}), res.get("cnnext", {})
             note = ""
@@ -69,16 +113,23 @@ def table(rows, summary):
             faults = (f"{t['page_faults_per_call']:.0f}|{c['page_faults_per_call']:.0f}"
                       if res.get("timed") else "-")
             lines.append(
-                f"{row.name:<18}{row.pass_:<11}{row.shape:<34}"
+                f"{row.name:<{name_w}}{row.pass_:<11}{row.shape:<{shape_w}}"
                 f"{_fmt_ms(t.get('median_ms')):>10}{_fmt_ms(c.get('median_ms')):>11}"
                 f"{_fmt_ratio(res.get('ratio')):>14}"
                 f"{(_fmt_tp(t) + '|' + _fmt_tp(c)) if res.get('timed') else '-':>14}"
                 f"{(_fmt_frac(t) + '|' + _fmt_frac(c)) if res.get('timed') else '-':>14}"
                 f"{faults:>12}  {note}".rstrip())
-        for key, g in summary["geomeans"].items():
-            if key.startswith(section + " "):
-                lines.append(f"{'':<18}{'geomean ' + key.split(' ', 1)[1] + ' over ' + str(g['rows']) + ' rows':<45}"
-                             f"{'':<19}{_fmt_ratio(g['geomean_ratio']):>14}")
+        for g in _geomean_groups(summary):
+            if g["section"] == section and g.get("config") == config:
+                lines.append(f"{'':<{name_w}}{'geomean ' + g['pass'] + ' over ' + str(g['rows']) + ' rows':<{shape_w + 11}}"
+                             f"{'':<21}{_fmt_ratio(g['geomean_ratio']):>14}   min {_min_text(g)}")
+    for dtype, best in summary.get("best_layout", {}).items():
+        lines += ["", f"== Best layout each side, {dtype}: per row torch's faster of NCHW/channels_last "
+                      "vs cnnext's faster of the two"]
+        for g in best["groups"].values():
+            lines.append(f"{g['section']:<14}{g['pass']:<12}{g['rows']:>5} rows  geomean "
+                         f"{_fmt_ratio(g['geomean_ratio'])}  min {g['min_ratio']:.2f}x ({g['min_row']})  "
+                         f"torch's faster: {_layouts(g['torch_layouts'])}; cnnext's: {_layouts(g['cnnext_layouts'])}")
     if summary.get("memory"):
         lines.append("")
         lines.append("== Peak extra memory of one call, fresh process (MiB; includes the outputs/grads "
@@ -103,6 +154,10 @@ def table(rows, summary):
     return "\n".join(lines)
 
 
+def _layouts(counts):
+    return ", ".join(f"{layout} {n}" for layout, n in counts.items() if n) or "-"
+
+
 def _clean(value):
     """JSON without NaN/inf (strict parsers reject them): non-finite numbers become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -117,13 +172,16 @@ def _clean(value):
 def to_json(rows, summary):
     records = []
     for row in rows:
-        record = {"section": row.section, "name": row.name, "pass": row.pass_, "shape": row.shape}
-        if row.spec is not None and hasattr(row.spec, "__dataclass_fields__"):
-            record["config"] = {k: getattr(row.spec, k) for k in row.spec.__dataclass_fields__
-                                if isinstance(getattr(row.spec, k), (int, float, str, bool, tuple))}
+        record = {"section": row.section, "name": row.name, "pass": row.pass_, "shape": row.shape,
+                  "config": row.config}
+        if isinstance(row.spec, dict):  # a census entry
+            record["spec"] = row.spec
+        elif row.spec is not None and hasattr(row.spec, "__dataclass_fields__"):
+            record["spec"] = {k: getattr(row.spec, k) for k in row.spec.__dataclass_fields__
+                              if isinstance(getattr(row.spec, k), (int, float, str, bool, tuple))}
         record.update(row.result)
         records.append(record)
-    return _clean({"schema_version": 1, **summary, "rows": records})
+    return _clean({"schema_version": 2, **summary, "rows": records})
 
 
 def write_json(path, data):
@@ -131,7 +189,65 @@ def write_json(path, data):
         json.dump(data, f, indent=1, allow_nan=False)
 
 
+PER_ROW_PLOT_LIMIT = 80  # more lines than this: the distribution plot
+
+
 def plot(rows, summary, path):
+    """Few rows: per row (plot_rows). Many (a census run): the distribution of the ratios per
+    section, configuration and pass (plot_distribution)."""
+    keys = {(r.section, getattr(r, "config", None), r.name) for r in rows}
+    if len(keys) > PER_ROW_PLOT_LIMIT:
+        plot_distribution(rows, summary, path)
+    else:
+        plot_rows(rows, summary, path)
+
+
+def _suptitle(summary):
+    m, p = summary["machine"], summary["peaks"]
+    return (f"cnnext vs torch {m['torch']} — {m['cpu_model']}, {m['torch_threads']} threads, "
+            f"{m['device']} — {m['date_utc']}\n" + _limits_line(summary).replace("machine limits measured in this run: ",
+                                                                                    "limits measured in-run: "))
+
+
+def plot_distribution(rows, summary, path):
+    """One panel per section: for each configuration and pass, torch/cnnext of every timed
+    row sorted from worst to best (log scale; 1 = parity), the geomean in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {}
+    for row in rows:
+        if row.result.get("timed"):
+            groups.setdefault(row.section, {}).setdefault((getattr(row, "config", None), row.pass_), []).append(
+                row.result["ratio"])
+    sections = [s for s in SECTIONS if s in groups]
+    if not sections:
+        return
+    fig, axes = plt.subplots(1, len(sections), figsize=(6.5 * len(sections), 6.5), squeeze=False)
+    for ax, section in zip(axes[0], sections):
+        for (config, pass_), ratios in groups[section].items():
+            ratios = sorted(ratios)
+            xs = [(i + 0.5) / len(ratios) for i in range(len(ratios))]
+            geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            ax.plot(xs, ratios, marker="." if len(ratios) < 40 else None, linewidth=1.4,
+                    label=f"{config_title(config, summary)}, {pass_}: geomean {geo:.2f}x, min {ratios[0]:.2f}x "
+                          f"({len(ratios)})")
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_title(section.replace("_", " "))
+        ax.set_xlabel("fraction of rows (sorted, worst first)")
+        ax.set_ylabel("torch time / cnnext time (>1: cnnext faster)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(_suptitle(summary), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_rows(rows, summary, path):
     """Left: torch/cnnext per row (log scale, 1 = parity). Right: fraction of the machine's
     limit per row for both sides (GEMM peak for conv/GEMM, copy bandwidth for pooling)."""
     import matplotlib
@@ -139,18 +255,20 @@ def plot(rows, summary, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = []  # one line per (section, name) with fwd and fwd+bwd (or inference/train) beside
+    names = []  # one line per (section, config, name) with both passes beside
     for row in rows:
-        key = (row.section, row.name)
+        key = (row.section, getattr(row, "config", None), row.name)
         if key not in names:
             names.append(key)
     if not names:
         return
     by_key = {}
     for row in rows:
-        by_key.setdefault((row.section, row.name), {})[row.pass_] = row
-    first_pass = {"conv": "fwd", "pool": "fwd", "gemm": "fwd", "model": "inference"}
-    second_pass = {"conv": "fwd+bwd", "pool": "fwd+bwd", "gemm": None, "model": "train step"}
+        by_key.setdefault((row.section, getattr(row, "config", None), row.name), {})[row.pass_] = row
+    first_pass = {"conv": "fwd", "pool": "fwd", "gemm": "fwd", "model": "inference",
+                  "census_conv": "fwd", "census_pool": "fwd"}
+    second_pass = {"conv": "fwd+bwd", "pool": "fwd+bwd", "gemm": None, "model": "train step",
+                   "census_conv": "fwd+bwd", "census_pool": "fwd+bwd"}
 
     height = 2.4 + 0.32 * len(names)
     fig, (ax_ratio, ax_frac) = plt.subplots(1, 2, figsize=(15, height), sharey=True,
@@ -182,7 +300,7 @@ def plot(rows, summary, path):
                 status = res.get("status", "?")
                 ax_ratio.text(0, y + offset, f" {status}", va="center", ha="left", fontsize=7,
                               color="#c53030" if status in ("FAILED", "ERROR") else "#718096")
-    labels = [f"{name}  [{section}]" for section, name in names]
+    labels = [f"{name}  [{section}{', ' + config if config else ''}]" for section, config, name in names]
     ax_ratio.set_yticks(ys)
     ax_ratio.set_yticklabels(labels, fontsize=8)
     ax_ratio.axvline(0, color="black", linewidth=1)
@@ -195,14 +313,14 @@ def plot(rows, summary, path):
     ax_ratio.set_xlabel("torch time / cnnext time  (log scale; right of 1 = cnnext faster)")
     ax_ratio.grid(axis="x", alpha=0.3)
     ax_frac.set_xlabel("% of the machine's limit measured in this run\n"
-                       "(conv, GEMM, models: torch.mm GEMM peak; pooling: copy bandwidth)")
+                       "(conv, GEMM, models: torch.mm GEMM peak, bfloat16: its peak; pooling: copy bandwidth)")
     ax_frac.grid(axis="x", alpha=0.3)
     fracs = [100 * r.result[s]["fraction_of_peak"] for r in rows if r.result.get("timed")
              for s in ("torch", "cnnext") if r.result[s].get("fraction_of_peak") is not None]
     ax_frac.set_xlim(0, max([100] + [f * 1.05 for f in fracs]))
     # Separators between sections.
     for i in range(1, len(names)):
-        if names[i][0] != names[i - 1][0]:
+        if names[i][:2] != names[i - 1][:2]:
             for ax in (ax_ratio, ax_frac):
                 ax.axhline(ys[i] + 0.5, color="#a0aec0", linewidth=0.8, linestyle="--")
     from matplotlib.lines import Line2D
@@ -215,17 +333,50 @@ def plot(rows, summary, path):
                         Line2D([], [], marker="D", linestyle="none", color="gray",
                                label="cnnext (right panel)")],
                loc="lower center", ncol=4, fontsize=9, frameon=False)
-    m, p = summary["machine"], summary["peaks"]
-    fig.suptitle(f"cnnext vs torch {m['torch']} — {m['cpu_model']}, {m['torch_threads']} threads, "
-                 f"{m['dtype']}, {m['device']} — {m['date_utc']}\n"
-                 f"limits measured in-run: GEMM {p['gemm_gflops']:.0f} GFLOP/s, "
-                 f"copy {p['copy_gbps']:.1f} GB/s\n"
-                 + "geomean torch/cnnext: " + ", ".join(f"{k} {g['geomean_ratio']:.2f}x"
-                                                        for k, g in summary["geomeans"].items()),
-                 fontsize=10)
+    fig.suptitle(_suptitle(summary), fontsize=10)
     fig.tight_layout(rect=(0, 0.55 / height, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.0f}%" if value >= 0.1 else f"{100 * value:.1f}%"
+
+
+def headline(summary):
+    """Markdown tables: where cnnext stands against torch per configuration and pass, against
+    torch's best layout (each side in its faster one), and on whole models."""
+    lines = ["## Where cnnext stands against torch (torch time / cnnext time; >1: cnnext faster)", "",
+             "Each configuration on both sides (like for like); min = the slowest row; of limit = median "
+             "fraction of the machine's limit per side (GEMM peak, bfloat16 peak, or copy bandwidth).", "",
+             "| section | configuration | pass | rows | geomean | min (row) | rows < 0.9x | of limit torch | of limit cnnext |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    for g in sorted(_geomean_groups(summary), key=lambda g: order.get(g["section"], 99)):
+        f = g.get("fraction_of_peak") or {}
+        lines.append(f"| {g['section']} | {config_title(g.get('config'), summary)} | {g['pass']} | {g['rows']} | "
+                     f"**{g['geomean_ratio']:.2f}x** | {_min_text(g)} | {g.get('rows_below_floor', '-')} | "
+                     f"{_pct(f.get('torch'))} | {_pct(f.get('cnnext'))} |")
+    for dtype, best in summary.get("best_layout", {}).items():
+        lines += ["", f"### Best layout each side, {dtype}: torch's faster of NCHW and channels_last vs "
+                      "cnnext's faster of the two, per row", "",
+                  "| section | pass | rows | geomean | min (row) | rows < 0.9x | torch's faster layout | cnnext's faster layout |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for g in best["groups"].values():
+            lines.append(f"| {g['section']} | {g['pass']} | {g['rows']} | **{g['geomean_ratio']:.2f}x** | "
+                         f"{g['min_ratio']:.2f}x ({g['min_row']}) | {g['rows_below_floor']} | {_layouts(g['torch_layouts'])} | "
+                         f"{_layouts(g['cnnext_layouts'])} |")
+    models = [r for r in summary.get("_rows", []) if r.section == "model" and r.result.get("timed")]
+    if models:
+        lines += ["", "### Models (torch model vs cnnext.convert(model), same weights)", "",
+                  "| model | configuration | pass | shape | torch ms | cnnext ms | torch/cnnext |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in models:
+            res = r.result
+            lines.append(f"| {r.name} | {config_title(getattr(r, 'config', None), summary)} | {r.pass_} | "
+                         f"{r.shape} | {_fmt_ms(res['torch']['median_ms'])} | {_fmt_ms(res['cnnext']['median_ms'])} | "
+                         f"{res['ratio']:.2f}x |")
+    return lines
 
 
 def markdown(rows, summary, text):
@@ -235,9 +386,8 @@ def markdown(rows, summary, text):
              f"- command: `{m['command']}` ({r['mode']}, {r['rows']} rows, {r['wall_s']:.0f} s)",
              f"- machine: {m['cpu_model']}, {m['logical_cores']} logical cores, "
              f"{m['torch_threads']} threads, {m['device']}; torch {m['torch']}; "
-             f"cnnext {m['cnnext_commit']}; dtype {m['dtype']}",
-             f"- limits measured in this run: GEMM peak {p['gemm_gflops']:.0f} GFLOP/s (torch.mm), "
-             f"copy bandwidth {p['copy_gbps']:.1f} GB/s",
+             f"cnnext {m['cnnext_commit']}",
+             f"- {_limits_line(summary)}",
              f"- rows disturbed by other processes (>= {100 * r['disturbed_threshold']:.0f}% of the "
              f"CPUs busy elsewhere, from /proc/stat): {r['disturbed_rows']} of {r['rows']}"]
     if r.get("interrupted"):
@@ -246,11 +396,7 @@ def markdown(rows, summary, text):
         lines.append(f"- rows failing the correctness gate (never timed): {', '.join(r['failed_rows'])}")
     if r["unavailable_rows"]:
         lines.append(f"- rows not available in this build: {len(r['unavailable_rows'])}")
-    lines += ["", "## Headline: geometric mean of torch time / cnnext time (>1: cnnext faster)", "",
-              "| section | pass | rows | torch/cnnext |", "|---|---|---|---|"]
-    for key, g in summary["geomeans"].items():
-        section, pass_ = key.split(" ", 1)
-        lines.append(f"| {section} | {pass_} | {g['rows']} | {g['geomean_ratio']:.2f}x |")
+    lines += [""] + headline(dict(summary, _rows=rows))
     lines += ["", "![ratio and fraction of peak per row](results.png)", "", "## Table", "",
               "```", text, "```", "",
               "Peak memory: each side of a layer runs once in a fresh process with glibc's default "
@@ -278,9 +424,10 @@ def rows_from_json(data):
     """Rows with what the report reads, rebuilt from a results.json."""
     from types import SimpleNamespace
 
-    keys = {"section", "name", "pass", "shape", "config"}
+    keys = {"section", "name", "pass", "shape", "config", "spec"}
     return [SimpleNamespace(section=r["section"], name=r["name"], pass_=r["pass"], shape=r["shape"],
-                            label=f"{r['name']} {r['pass']}",
+                            config=r.get("config"), spec=r.get("spec"),
+                            label=f"{r['name']} {r['pass']}" + (f" [{r['config']}]" if r.get("config") else ""),
                             result={k: v for k, v in r.items() if k not in keys})
             for r in data["rows"]]
 

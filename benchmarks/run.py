@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import layers, machine, memory, models
+from . import census_rows, layers, machine, memory, models
+from .configs import DEFAULT_CONFIGS
 from .report import write_all
-from .suite import add_fractions, geomeans, run_row
+from .suite import add_fractions, run_row
+from .summaries import best_layout, geomeans
 
 DISTURBED_THRESHOLD = 0.25  # other processes' share of the CPUs that makes a row suspect
 
@@ -25,7 +27,9 @@ class Config:
     out_dir: str = "bench-out"
     retries: int = 0  # reruns of a row disturbed by other processes
     progress: bool = True
-    timing: dict = field(default_factory=dict)
+    configs: tuple = DEFAULT_CONFIGS  # keys of configs.CONFIGS for the census and model rows
+    timing: dict = field(default_factory=dict)  # per row (census, the old suite, GEMM)
+    model_timing: dict = field(default_factory=dict)  # per model row
     gemm_peak_sizes: list = None
     gemm_peak_reps: int = None
     copy_sizes_mib: list = None
@@ -36,9 +40,14 @@ class Config:
 def defaults(config):
     """Fills what the user left unset from --quick/--full (and the device)."""
     quick, cuda = config.quick, config.device == "cuda"
+    # ~6000 timed rows in --full (986 census layers x 3 configurations x 2 passes): a short
+    # budget per row keeps the whole run under ~25 minutes on 2 cores.
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.25) if quick
-                         else dict(warmup=2, min_reps=7, max_reps=1000, budget_s=2.0))
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.2) if quick
+                         else dict(warmup=1, min_reps=3, max_reps=200, budget_s=0.1))
+    if not config.model_timing:
+        config.model_timing = (dict(warmup=1, min_reps=3, max_reps=20, budget_s=0.3) if quick
+                               else dict(warmup=1, min_reps=3, max_reps=50, budget_s=1.0))
     if config.gemm_peak_sizes is None:
         config.gemm_peak_sizes = ([4096, 8192] if cuda else [1024, 2048] if quick else [1024, 2048, 4096])
     if config.gemm_peak_reps is None:
@@ -53,14 +62,23 @@ def defaults(config):
 
 
 def select_rows(config):
+    """The census rows in every configuration, the model rows, the GEMM rows, and (--full
+    only) the old 16-layer suite in the run's dtype. --filter keeps the rows whose name,
+    section/name or source architectures match."""
     element_size = torch.empty((), dtype=config.dtype).element_size()
-    rows = (layers.conv_rows() + layers.pool_rows(element_size) + layers.gemm_rows()
-            + models.model_rows(config.quick))
-    if config.quick:
+    rows = (census_rows.census_rows(config.configs) + models.model_rows(config.quick, config.configs)
+            + layers.gemm_rows())
+    if not config.quick:
+        rows += layers.conv_rows() + layers.pool_rows(element_size)
+    else:
         rows = [r for r in rows if r.quick]
+    for row in rows:
+        if row.section == "model":
+            row.timing = config.model_timing
     if config.filter:
         pattern = re.compile(config.filter)
-        rows = [r for r in rows if pattern.search(r.name) or pattern.search(f"{r.section}/{r.name}")]
+        rows = [r for r in rows if pattern.search(r.name) or pattern.search(f"{r.section}/{r.name}")
+                or (r.tags and pattern.search(r.tags))]
     return rows
 
 
@@ -99,6 +117,11 @@ def run_suite(config, rows=None):
     bar and bar.update()
     step("machine limits: copy bandwidth")
     copy_gbps, copy_curve = machine.copy_bandwidth(config.device, config.copy_sizes_mib, config.copy_reps)
+    bf16_peak, bf16_facts = None, {}
+    if any(r.dtype_override == torch.bfloat16 for r in rows):
+        step("machine limits: bfloat16 peak")
+        bf16_peak, bf16_facts = machine.bf16_peak(config.device, torch.get_num_threads(),
+                                                  config.gemm_peak_sizes[-1:], config.gemm_peak_reps)
     bar and bar.update()
 
     interrupted = False
@@ -125,20 +148,22 @@ def run_suite(config, rows=None):
     if bar is not None:
         bar.close()
 
-    add_fractions(rows, gemm_peak, copy_gbps)
+    add_fractions(rows, gemm_peak, copy_gbps, bf16_peak)
     summary = {
         "machine": machine.facts(config.device, config.dtype),
         "run": {"mode": "quick" if config.quick else "full", "filter": config.filter,
-                "interrupted": interrupted,
-                "timing": config.timing, "rows": len(rows),
+                "configs": list(config.configs), "interrupted": interrupted,
+                "timing": config.timing, "model_timing": config.model_timing, "rows": len(rows),
                 "disturbed_threshold": DISTURBED_THRESHOLD,
                 "disturbed_rows": sum(bool(r.result.get("disturbed")) for r in rows),
                 "failed_rows": [r.label for r in rows if r.result.get("status") in ("FAILED", "ERROR")],
                 "unavailable_rows": [r.label for r in rows if r.result.get("status") == "n/a"],
                 "wall_s": time.perf_counter() - started},
         "peaks": {"gemm_gflops": gemm_peak, "gemm_curve": gemm_curve,
-                  "copy_gbps": copy_gbps, "copy_curve": copy_curve},
+                  "copy_gbps": copy_gbps, "copy_curve": copy_curve,
+                  "bf16_gflops": bf16_peak, **bf16_facts},
         "geomeans": geomeans(rows),
+        "best_layout": best_layout(rows),
         "memory": mem,
     }
     text, paths = write_all(rows, summary, config.out_dir)
@@ -150,7 +175,7 @@ def _run_rows(rows, config, step, bar):
         step(row.label)
         for attempt in range(1 + config.retries):
             previous = dict(row.result) if attempt else None
-            run_row(row, config.device, config.dtype, config.timing)
+            run_row(row, config.device, config.dtype, row.timing or config.timing)
             res = row.result
             load = res.get("other_cpu_load")
             res["disturbed"] = bool(load is not None and load >= DISTURBED_THRESHOLD)

@@ -46,22 +46,25 @@ class Case:
 
 @dataclass
 class Row:
-    section: str  # "conv", "pool", "gemm", "model"
+    section: str  # "census_conv", "census_pool", "model", "conv", "pool", "gemm"
     name: str
     pass_: str  # "fwd", "fwd+bwd", "inference", "train step"
     shape: str
     make: object  # (device, dtype) -> Case
+    config: str = None  # a key of configs.CONFIGS (dtype x layout); None: the run's dtype, NCHW
     quick: bool = False
     flops: float = None
     bytes: float = None
     spec: object = None
     dtype_override: object = None
     flops_fn: object = None  # (device, dtype) -> flops, for rows that count them by tracing
+    tags: str = ""  # more words --filter searches (the architectures a census layer comes from)
+    timing: dict = None  # overrides the run's timing for this row (models: fewer repetitions)
     result: dict = field(default_factory=dict)
 
     @property
     def label(self):
-        return f"{self.name} {self.pass_}"
+        return f"{self.name} {self.pass_}" + (f" [{self.config}]" if self.config else "")
 
 
 def _as_tuple(value):
@@ -161,26 +164,17 @@ def run_row(row, device, dtype, timing, progress=None):
     return row
 
 
-def add_fractions(rows, gemm_peak_gflops, copy_gbps):
-    """Fraction of the machine's limit: GEMM peak for conv/GEMM/model rows, copy bandwidth
-    for pooling rows."""
+def add_fractions(rows, gemm_peak_gflops, copy_gbps, bf16_peak_gflops=None):
+    """Fraction of the machine's limit: copy bandwidth for pooling rows; for conv, GEMM and
+    model rows the float32 GEMM peak, or the bfloat16 peak (AMX) for bfloat16 rows."""
     for row in rows:
         res = row.result
         if not res.get("timed"):
             continue
+        bf16 = row.dtype_override == torch.bfloat16
+        flops_peak = bf16_peak_gflops if bf16 and bf16_peak_gflops else gemm_peak_gflops
         for side in ("torch", "cnnext"):
             if "gbps" in res[side] and copy_gbps:
                 res[side]["fraction_of_peak"] = res[side]["gbps"] / copy_gbps
-            elif "gflops" in res[side] and gemm_peak_gflops:
-                res[side]["fraction_of_peak"] = res[side]["gflops"] / gemm_peak_gflops
-
-
-def geomeans(rows):
-    """Geometric mean of torch/cnnext per (section, pass), over the rows that were timed."""
-    groups = {}
-    for row in rows:
-        if row.result.get("timed"):
-            groups.setdefault((row.section, row.pass_), []).append(row.result["ratio"])
-    return {f"{section} {pass_}": {"geomean_ratio": math.exp(sum(map(math.log, r)) / len(r)),
-                                   "rows": len(r)}
-            for (section, pass_), r in groups.items()}
+            elif "gflops" in res[side] and flops_peak:
+                res[side]["fraction_of_peak"] = res[side]["gflops"] / flops_peak

@@ -3,7 +3,7 @@ from ._torch_check import check_torch_version
 
 check_torch_version()  # before the extension loads: a clear ImportError, not an undefined symbol
 
-from . import functional, ops  # noqa: E402
+from . import backends, functional, ops  # noqa: E402
 from .convert import convert, unconvert  # noqa: E402
 from .export import decompositions, onnx_translation_table  # noqa: E402
 from .nn import Conv2d, Conv2dReLU  # noqa: E402
@@ -16,6 +16,7 @@ __all__ = [
     "Conv2d",
     "Conv2dReLU",
     "MaxPool2d",
+    "backends",
     "convert",
     "decompositions",
     "onnx_translation_table",

@@ -81,7 +81,8 @@ def _gemm(a, b, trans_a, trans_b, alpha, beta, c, isa):
 
 
 def decompositions():
-    """{cnnext OpOverload: aten implementation} for every cnnext operator, for
+    """{cnnext OpOverload: aten implementation} for every cnnext operator on tensors (not the
+    private _conv2d_* introspection operators, which take sizes and never appear in a graph), for
     `torch.export.export(model, args).run_decompositions(cnnext.decompositions())`. The result
     holds aten operators only and runs without cnnext. Merge it into
     torch.export.default_decompositions() to lower to the core aten set as well."""

@@ -16,6 +16,28 @@ TORCH_LIBRARY(cnnext, m) {
       "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) -> "
       "(Tensor, Tensor, Tensor)");
 
+  // ---- the CPU conv algorithm table (introspection for tests, tools and benchmarks) -------
+  // pass is "forward", "grad_input" or "grad_weight". Sizes are NCHW input and OIHW weight.
+  m.def(
+      "_conv2d_algorithms(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, ScalarType dtype, str pass_) -> str[]");
+  m.def(
+      "_conv2d_choice(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, ScalarType dtype, str pass_) -> str");
+  // [calls, macs, bytes, estimated seconds] of one row for one pass (conv_cost_model.h).
+  m.def(
+      "_conv2d_cost_features(int[] input_size, int[] weight_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, ScalarType dtype, str pass_, "
+      "str algorithm) -> float[]");
+  // Mean nanoseconds of one rule-based choice over `repeats` choices.
+  m.def(
+      "_conv2d_choice_ns(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, ScalarType dtype, str pass_, int repeats) -> float");
+  // cnnext.backends.cpu.benchmark: set (enabled given) and read the flag; the cache's size,
+  // emptied first when clear.
+  m.def("_conv2d_benchmark(bool? enabled) -> bool");
+  m.def("_conv2d_benchmark_cache(bool clear) -> int");
+
   // ---- GEMM (exposed for tests and the benchmark's GEMM row) ----------------------------
   // C = alpha * op(a) @ op(b) + beta * c; isa is "auto", "avx512", "avx2" or "portable".
   m.def(

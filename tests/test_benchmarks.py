@@ -15,7 +15,8 @@ import cnnext
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks import layers, memory, models  # noqa: E402
+from benchmarks import census, census_rows, layers, memory, models  # noqa: E402
+from benchmarks.configs import CONFIGS, DEFAULT_CONFIGS  # noqa: E402
 from benchmarks.run import Config, run_suite  # noqa: E402
 from benchmarks.suite import Row, compare, run_row  # noqa: E402
 
@@ -39,11 +40,23 @@ def pool_row(spec, backward):
                make=partial(layers.pool_case, spec, backward), spec=spec)
 
 
-def model_rows():
-    return [Row(section="model", name=TINY_MODEL.name, pass_=p, shape=TINY_MODEL.shape(4),
-                make=partial(models.model_case, TINY_MODEL, 4, p == "train step"),
+def model_rows(config=None):
+    return [Row(section="model", name=TINY_MODEL.name, pass_=p, shape=TINY_MODEL.shape(4), config=config,
+                dtype_override=CONFIGS[config].dtype if config else None,
+                make=partial(models.model_case, TINY_MODEL, 4, p == "train step",
+                             config=CONFIGS[config] if config else None),
                 flops_fn=partial(models._model_flops, TINY_MODEL, 4, p == "train step"))
             for p in ("inference", "train step")]
+
+
+def small_census_entries():
+    """Three small layers of the committed census: a depthwise conv, a global average pool
+    and a max pool, at batch 1."""
+    entries = census.load()
+    pick = lambda ok: next(e for e in entries if e["n"] == 1 and ok(e))
+    return [pick(lambda e: e["kind"] == "conv" and e["groups"] == e["c_in"] > 1 and e["h"] <= 7),
+            pick(lambda e: e["kind"] == "adaptive_avg_pool" and e["h"] <= 7),
+            pick(lambda e: e["kind"] == "max_pool" and e["h"] <= 14)]
 
 
 def gemm_row():
@@ -133,9 +146,10 @@ def _finite_numbers(value):
     return True
 
 
-def test_tiny_suite_writes_table_json_and_png(tmp_path, monkeypatch):
-    rows = [conv_row(False), conv_row(True), gemm_row(), *model_rows()]
+def test_tiny_suite_writes_table_json_and_png(tmp_path):
+    rows = [conv_row(False), conv_row(True), gemm_row(), *model_rows(), *model_rows("bf16-cl")]
     rows += [pool_row(s, b) for s in (TINY_POOL_MAX, TINY_POOL_AVG) for b in (False, True)]
+    rows += census_rows.census_rows(DEFAULT_CONFIGS, small_census_entries())
     config = Config(out_dir=str(tmp_path), progress=False, timing=dict(TINY_TIMING),
                     gemm_peak_sizes=[64], gemm_peak_reps=1, copy_sizes_mib=[1], copy_reps=1,
                     memory_layers=0)
@@ -143,18 +157,21 @@ def test_tiny_suite_writes_table_json_and_png(tmp_path, monkeypatch):
 
     statuses = {r.label: r.result["status"] for r in rows}
     for label in ("tiny_conv fwd", "tiny_conv fwd+bwd", "gemm_48 fwd", "tiny_lenet inference",
-                  "tiny_lenet train step"):
+                  "tiny_lenet train step", "tiny_lenet train step [bf16-cl]"):
         assert statuses[label] == "ok", (label, rows)
     pool_status = {s for label, s in statuses.items() if label.startswith("tiny_max") or label.startswith("tiny_avg")}
     assert pool_status == ({"ok"} if HAS_POOL else {"n/a"})
+    census_status = {r.result["status"] for r in rows if r.section.startswith("census_")}
+    assert census_status == {"ok"}, [(r.label, r.result.get("error")) for r in rows]
 
     data = json.loads(open(paths["results.json"]).read())
-    for key in ("schema_version", "machine", "run", "peaks", "geomeans", "memory", "rows"):
+    for key in ("schema_version", "machine", "run", "peaks", "geomeans", "best_layout", "memory", "rows"):
         assert key in data
     for key in ("cpu_model", "logical_cores", "torch_threads", "torch", "cnnext_commit", "date_utc",
                 "command", "dtype", "device"):
         assert key in data["machine"]
     assert data["peaks"]["gemm_gflops"] > 0 and data["peaks"]["copy_gbps"] > 0
+    assert data["peaks"]["bf16_gflops"] > 0 and data["peaks"]["bf16_peak_source"]
     assert _finite_numbers(data)
     timed = [r for r in data["rows"] if r["status"] == "ok"]
     for r in timed:
@@ -163,14 +180,54 @@ def test_tiny_suite_writes_table_json_and_png(tmp_path, monkeypatch):
             s = r[side]
             assert s["median_ms"] > 0 and s["reps"] >= 2 and s["page_faults_per_call"] >= 0
             assert s["fraction_of_peak"] > 0
+            if r["config"] == "bf16-cl" and "gflops" in s:  # bfloat16 against the bfloat16 limit
+                assert s["fraction_of_peak"] == pytest.approx(s["gflops"] / data["peaks"]["bf16_gflops"])
     assert "conv fwd" in data["geomeans"] and "model train step" in data["geomeans"]
+    for key in DEFAULT_CONFIGS:
+        for pass_ in ("fwd", "fwd+bwd"):
+            g = data["geomeans"][f"census_conv {key} {pass_}"]
+            assert g["rows"] == 1 and g["min_ratio"] == pytest.approx(g["geomean_ratio"])
+            assert data["geomeans"][f"census_pool {key} {pass_}"]["rows"] == 2
+
+    # Best layout each side: torch's faster of NCHW/channels_last over cnnext's faster.
+    assert set(data["best_layout"]) == {"float32"}  # no bfloat16 NCHW row: no bfloat16 pair
+    by_label = {(r["section"], r["name"], r["pass"], r["config"]): r for r in data["rows"]}
+    best_rows = data["best_layout"]["float32"]["rows"]
+    assert len(best_rows) == 3 * 2
+    for b in best_rows:
+        nchw, cl = (by_label[(b["section"], b["name"], b["pass"], k)] for k in ("f32-nchw", "f32-cl"))
+        for side in ("torch", "cnnext"):
+            assert b[f"{side}_ms"] == min(nchw[side]["median_ms"], cl[side]["median_ms"])
+        assert b["ratio"] == pytest.approx(b["torch_ms"] / b["cnnext_ms"])
+    assert data["best_layout"]["float32"]["groups"]["census_pool fwd"]["rows"] == 2
 
     png = open(paths["results.png"], "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = open(paths["table.txt"]).read()
     assert table == text + "\n"
-    for needle in ("Convolution layers", "Pooling", "GEMM", "Models", "geomean", "tiny_conv", "torch/cnnext"):
+    for needle in ("Census conv layers", "Census pooling", "float32 channels_last", "bfloat16 channels_last",
+                   "Best layout each side, float32", "old 16-layer suite", "GEMM", "Models", "geomean",
+                   "tiny_conv", "torch/cnnext"):
         assert needle in table
+    page = open(paths["summary.md"]).read()
+    for needle in ("Where cnnext stands", "Best layout each side, float32", "| census_conv | float32 NCHW | fwd |",
+                   "tiny_lenet | bfloat16 channels_last | train step"):
+        assert needle in page
+
+
+def test_many_rows_draw_the_distribution_plot(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmarks import report
+
+    rows = [SimpleNamespace(section="census_conv", config=c, name=f"r{i}", pass_=p, shape="-",
+                            result={"timed": True, "ratio": 0.5 + i / 50, "torch": {}, "cnnext": {}})
+            for i in range(report.PER_ROW_PLOT_LIMIT + 1) for c in ("f32-nchw", "f32-cl") for p in ("fwd", "fwd+bwd")]
+    summary = {"machine": {"torch": "x", "cpu_model": "cpu", "torch_threads": 2, "device": "cpu",
+                           "date_utc": "now"}, "peaks": {"gemm_gflops": 1.0, "copy_gbps": 1.0}}
+    report.plot(rows, summary, str(tmp_path / "p.png"))
+    png = (tmp_path / "p.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
 def test_memory_probe_counts_the_output():
@@ -186,16 +243,39 @@ def test_cli_defaults_and_filter():
 
     args = parse_args([])
     assert args.quick and args.device == "cpu" and args.dtype == "float32" and args.out == "bench-out"
+    assert args.config == DEFAULT_CONFIGS
     assert not parse_args(["--full"]).quick
+    assert parse_args(["--config", "f32-cl,bf16-nchw"]).config == ("f32-cl", "bf16-nchw")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "f64-nchw"])
+
+    entries = census.load()
     full = select_rows(Config(quick=False))
+    census_full = [r for r in full if r.section.startswith("census_")]
+    assert len(census_full) == len(entries) * len(DEFAULT_CONFIGS) * 2
+    assert {(r.name, r.config) for r in census_full} == {(e["name"], c) for e in entries for c in DEFAULT_CONFIGS}
     assert {r.name for r in full if r.section == "conv"} == {s.name for s in layers.CONV_LAYERS}
     assert {r.name for r in full if r.section == "pool"} == {s.name for s in layers.POOL_LAYERS}
-    assert {r.name for r in full if r.section == "model"} == {"lenet", "cifar_net", "resnet18"}
-    assert len(full) == 2 * 16 + 2 * 6 + 3 + 2 * 3
+    published = {s.name for s in models.MODELS if s.configs}
+    assert len(published) >= 5 and published <= set(census.ARCHITECTURES)
+    assert {(r.name, r.config, r.pass_) for r in full if r.section == "model" and r.config} == {
+        (m, c, p) for m in published for c in DEFAULT_CONFIGS for p in ("inference", "train step")}
+    for r in full:
+        if r.config:
+            assert r.dtype_override == CONFIGS[r.config].dtype
+
     quick = select_rows(Config(quick=True))
     assert 0 < len(quick) < len(full)
+    assert {r.name for r in quick if r.section.startswith("census_")} == set(census_rows.QUICK)
+    assert {r.section for r in quick} == {"census_conv", "census_pool", "model", "gemm"}
+    assert {r.config for r in quick if r.section == "model"} == set(DEFAULT_CONFIGS)
     assert {r.name for r in select_rows(Config(quick=False, filter="^resnet_3x3"))} == {
         "resnet_3x3_56", "resnet_3x3_28", "resnet_3x3_14", "resnet_3x3_7", "resnet_3x3_s2"}
+    # --filter also matches the architectures a census layer comes from.
+    convnext = select_rows(Config(quick=False, filter="convnext_tiny", configs=("f32-cl",)))
+    expected = {e["name"] for e in entries if "convnext_tiny" in e["from"]}
+    assert {r.name for r in convnext if r.section.startswith("census_")} == expected
+    assert {r.config for r in convnext} <= {"f32-cl"}
 
 
 def test_digits_example_one_short_epoch():

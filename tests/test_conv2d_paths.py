@@ -232,26 +232,32 @@ def test_unknown_algorithm_override_is_a_clear_error(monkeypatch):
     _set_env(monkeypatch, {"CNNEXT_CONV_ALGO": "fft"})
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with pytest.raises(RuntimeError, match="CNNEXT_CONV_ALGO must be auto, im2col, direct, "
-                                           "winograd or implicit, got 'fft'"):
+                                           "winograd, implicit, pointwise or matmul, got 'fft'"):
         cnnext.functional.conv2d(x, w)
 
 
 @pytest.mark.parametrize(
-    "shape, expect",
+    "shape",
     [
-        ((4, 6, 14, 14, 16, 5, 1, 0, 1, 1), "implicit"),    # LeNet C2: short reduction
-        ((2, 3, 30, 30, 64, 7, 2, 3, 1, 1), "implicit"),    # stem-like
-        ((2, 64, 14, 14, 128, 1, 2, 0, 1, 1), "im2col"),    # 1x1 s2 shortcut: many outputs
-        ((2, 64, 14, 14, 32, 3, 2, 1, 1, 1), "im2col"),     # K = 576: past the short reductions
+        (4, 6, 14, 14, 16, 5, 1, 0, 1, 1),     # LeNet C2: short reduction
+        (2, 3, 30, 30, 64, 7, 2, 3, 1, 1),     # stem-like
+        (2, 64, 14, 14, 128, 1, 2, 0, 1, 1),   # 1x1 s2 shortcut
+        (2, 64, 14, 14, 32, 3, 2, 1, 1, 1),    # strided 3x3
+        (2, 8, 9, 9, 8, 3, 1, 1, 1, 1),        # thin 3x3
+        (2, 16, 6, 6, 32, 1, 1, 0, 1, 1),      # pointwise
+        (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),     # depthwise
     ],
 )
-def test_auto_choice_implicit_or_im2col(monkeypatch, shape, expect):
-    """auto's forward gives exactly the forced path's bits (the backward picks its paths per
-    gradient: implicit grad_weight only for wide images)."""
-    torch.manual_seed(5)
+def test_auto_runs_the_reported_choice(monkeypatch, shape):
+    """auto's forward gives exactly the bits of the row cnnext.backends.cpu.choice names, and
+    that row is one of those that apply."""
+    n, c, h, w, co, k, s, p, d, g = shape
     _set_env(monkeypatch, {})
+    choice = cnnext.backends.cpu.choice((n, c, h, w), (co, c // g, k, k), s, p, d, g)
+    assert choice in cnnext.backends.cpu.algorithms((n, c, h, w), (co, c // g, k, k), s, p, d, g)
+    torch.manual_seed(5)
     auto = _check(shape, torch.float32)
     torch.manual_seed(5)
-    _set_env(monkeypatch, PATHS[expect])
+    _set_env(monkeypatch, {"CNNEXT_CONV_ALGO": choice})
     forced = _check(shape, torch.float32)
     assert torch.equal(auto[0], forced[0])

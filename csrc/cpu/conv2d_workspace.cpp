@@ -57,9 +57,11 @@ ConvAlgo conv_algo_override() {
   if (std::strcmp(env, "direct") == 0) return ConvAlgo::Direct;
   if (std::strcmp(env, "winograd") == 0) return ConvAlgo::Winograd;
   if (std::strcmp(env, "implicit") == 0) return ConvAlgo::Implicit;
+  if (std::strcmp(env, "pointwise") == 0) return ConvAlgo::Pointwise;
+  if (std::strcmp(env, "matmul") == 0) return ConvAlgo::Matmul;
   TORCH_CHECK(false,
-              "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col, direct, winograd or "
-              "implicit, got '",
+              "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col, direct, winograd, "
+              "implicit, pointwise or matmul, got '",
               env, "'");
 }
 

@@ -33,11 +33,11 @@ T* thread_workspace_as(WorkspaceSlot slot, int64_t elems) {
 // use a tiny budget to force chunking), else a default sized for this machine's caches.
 int64_t conv_workspace_budget_bytes();
 
-// Algorithm override for tests: CNNEXT_CONV_ALGO = "auto" (default), "im2col" (always
-// im2col + GEMM, direct kernels, Winograd and implicit GEMM off), "direct" (direct kernels
-// wherever they apply), "winograd" (Winograd for every float32 3x3 stride-1 layer it applies
-// to) or "implicit" (the implicit-GEMM forward wherever it applies).
-enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit };
+// Algorithm override: CNNEXT_CONV_ALGO = "auto" (default: the cost rule, or the measured choice
+// in benchmark mode) or the name of a row of the algorithm table (conv_algorithms.h): "im2col",
+// "direct", "winograd", "implicit", "pointwise", "matmul". A named row runs every pass it applies to;
+// other passes take the cost rule's choice.
+enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit, Pointwise, Matmul };
 ConvAlgo conv_algo_override();
 
 }  // namespace cnnext::cpu

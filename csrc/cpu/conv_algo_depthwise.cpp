@@ -1,0 +1,53 @@
+// The direct depthwise row (depthwise_conv2d.h): one input channel per group, where a GEMM per
+// group would have a single row. CNNEXT_CONV_ALGO=direct also lets it run few-channel layers
+// (C_in/groups <= 4, a reduction of at most 32), which it loses to the GEMM paths in general.
+#include <ATen/Dispatch.h>
+
+#include "conv2d_workspace.h"
+#include "conv_algorithms.h"
+#include "conv_cost_model.h"
+#include "depthwise_conv2d.h"
+
+namespace cnnext::cpu {
+namespace {
+
+bool applies(const ConvProblem& pr, ConvPass) {
+  if (pr.dtype != at::kFloat && pr.dtype != at::kDouble) return false;
+  return depthwise_applies(pr.g, conv_algo_override() == ConvAlgo::Direct);
+}
+
+double cost(const ConvProblem& pr, ConvPass pass) {
+  return estimate_seconds(ConvAlgoId::Depthwise, pr, pass);
+}
+
+template <typename T>
+void run_typed(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
+  switch (pass) {
+    case ConvPass::Forward:
+      depthwise_conv2d_forward(t.input.data_ptr<T>(), t.weight.data_ptr<T>(),
+                               t.bias.defined() ? t.bias.data_ptr<T>() : nullptr,
+                               t.output.data_ptr<T>(), pr.g, pr.p);
+      return;
+    case ConvPass::GradInput:
+      depthwise_conv2d_backward(t.grad_output.data_ptr<T>(), static_cast<const T*>(nullptr),
+                                t.weight.data_ptr<T>(), t.grad_input.data_ptr<T>(),
+                                static_cast<T*>(nullptr), pr.g, pr.p);
+      return;
+    case ConvPass::GradWeight:
+      depthwise_conv2d_backward(t.grad_output.data_ptr<T>(), t.input.data_ptr<T>(),
+                                static_cast<const T*>(nullptr), static_cast<T*>(nullptr),
+                                t.grad_weight.data_ptr<T>(), pr.g, pr.p);
+      return;
+  }
+}
+
+void run(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
+  AT_DISPATCH_FLOATING_TYPES(pr.dtype, "cnnext_conv2d_depthwise",
+                             [&] { run_typed<scalar_t>(pr, pass, t); });
+}
+
+}  // namespace
+
+const ConvAlgorithm kDepthwiseAlgorithm{"direct", applies, cost, run};
+
+}  // namespace cnnext::cpu

@@ -1,0 +1,105 @@
+#include "conv_cost_model.h"
+
+#include <algorithm>
+
+#include "conv_cost_coefficients.h"
+
+namespace cnnext::cpu {
+namespace {
+
+// Rows of the register-blocked micro-kernel (AVX-512): a GEMM with fewer rows than this still
+// pays for a whole sliver.
+constexpr double kSliverRows = 14;
+
+double round_up(double x, double m) { return x <= 0 ? 0 : ((int64_t)((x + m - 1) / m)) * m; }
+
+// Row pitch of the implicit GEMM's wide output: padded columns read, per stride phase.
+double wide_cols(int64_t out_w, int64_t kernel_w, int64_t stride, int64_t dilation) {
+  const int64_t padded = (out_w - 1) * stride + (kernel_w - 1) * dilation + 1;
+  return double((padded + stride - 1) / stride);
+}
+
+double padded_extent(int64_t out, int64_t kernel, int64_t stride, int64_t dilation) {
+  return double((out - 1) * stride + (kernel - 1) * dilation + 1);
+}
+
+// Winograd F(4x4, 3x3) tiles along one axis (per dilation phase).
+double winograd_tiles(int64_t out, int64_t d) { return double(d * (((out + d - 1) / d + 3) / 4)); }
+
+}  // namespace
+
+CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass) {
+  const Conv2dGeometry& g = pr.g;
+  const Conv2dParams& p = pr.p;
+  const double elem = pr.dtype == at::kDouble ? 8.0 : 4.0;
+  const double N = g.batch, G = g.groups, Cg = g.out_channels_per_group(), Kr = g.col_rows();
+  const double P = g.out_plane();
+  const double in = N * g.in_channels * g.in_plane(), out = N * g.out_channels * P;
+  const double weights = double(g.out_channels) * Kr;
+  const double true_macs = N * G * Cg * P * Kr;
+  CostFeatures f{1.0, true_macs, elem * (in + out + weights)};
+  switch (algo) {
+    case ConvAlgoId::Depthwise: {
+      const double padded = N * g.in_channels *
+                            padded_extent(g.out_h, g.kernel_h, p.stride[0], p.dilation[0]) *
+                            padded_extent(g.out_w, g.kernel_w, p.stride[1], p.dilation[1]);
+      f.bytes += elem * padded;
+      break;
+    }
+    case ConvAlgoId::Pointwise:
+    case ConvAlgoId::Im2col: {
+      const double columns = algo == ConvAlgoId::Pointwise ? 0.0 : 2.0 * N * G * Kr * P;
+      f.bytes += elem * columns;
+      if (pass == ConvPass::GradInput)
+        f.macs = N * G * round_up(Kr, kSliverRows) * P * Cg;
+      else
+        f.macs = N * G * round_up(Cg, kSliverRows) * P * Kr;
+      if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
+      break;
+    }
+    case ConvAlgoId::Implicit: {
+      if (pass == ConvPass::GradInput) {  // the transposed stride-1 problem over grad_output
+        const double qw = wide_cols(g.in_w, g.kernel_w, 1, p.dilation[1]);
+        const double rows_t = double(g.out_channels) * g.kernel_h * g.kernel_w;
+        f.macs = N * round_up(g.in_channels, kSliverRows) * g.in_h * qw * rows_t;
+        f.bytes += elem * N * g.out_channels * (g.in_h + (g.kernel_h - 1) * p.dilation[0]) * qw;
+      } else {
+        const double qw = wide_cols(g.out_w, g.kernel_w, p.stride[1], p.dilation[1]);
+        const double rows = padded_extent(g.out_h, g.kernel_h, p.stride[0], p.dilation[0]);
+        const double sliver_rows = pass == ConvPass::Forward ? round_up(Cg, kSliverRows) : Cg;
+        f.macs = N * G * sliver_rows * g.out_h * qw * Kr;
+        f.bytes += elem * N * g.in_channels * rows * qw * p.stride[1];
+        if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
+      }
+      break;
+    }
+    case ConvAlgoId::Winograd: {
+      const bool gi = pass == ConvPass::GradInput;
+      const int64_t oh = gi ? g.in_h : g.out_h, ow = gi ? g.in_w : g.out_w;
+      const double cin = gi ? g.out_channels : g.in_channels;
+      const double cout = gi ? g.in_channels : g.out_channels;
+      const double tiles =
+          N * winograd_tiles(oh, p.dilation[0]) * winograd_tiles(ow, p.dilation[1]);
+      f.macs = tiles * 36.0 * round_up(cout, kSliverRows) * cin;
+      f.bytes += elem * (2.0 * tiles * 36.0 * (cin + cout) + 2.0 * 36.0 * cin * cout);
+      break;
+    }
+    case ConvAlgoId::Matmul:
+      // One GEMM over the batch: rows are images, so thin dimensions are the channels.
+      f.macs = G * round_up(N, kSliverRows) * Cg * Kr;
+      break;
+    case ConvAlgoId::Count:
+      break;
+  }
+  // float64 fills half the lanes of a float32 vector.
+  if (pr.dtype == at::kDouble) f.macs *= 2.0;
+  return f;
+}
+
+double estimate_seconds(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass) {
+  const CostFeatures f = cost_features(algo, pr, pass);
+  const double* c = kConvCostCoefficients[static_cast<int>(algo)][static_cast<int>(pass)];
+  return c[0] * f.calls + c[1] * f.macs + c[2] * f.bytes;
+}
+
+}  // namespace cnnext::cpu

@@ -1,0 +1,23 @@
+#pragma once
+// The default algorithm choice: each algorithm's time estimated as
+//   seconds = c_call + c_mac * macs + c_byte * bytes
+// where macs and bytes are what that algorithm does for the pass (multiply-adds including the
+// micro-kernel's padding of thin dimensions and wasted wide columns; memory it moves including
+// its own buffers: im2col columns, phase copies, Winograd transforms). The coefficients are
+// fitted per algorithm and pass on the layer census by tools/fit_conv_cost.py, which writes
+// conv_cost_coefficients.h and keeps the shapes and times it fitted in
+// csrc/cpu/conv_cost_fit.json.
+#include "conv_algorithms.h"
+
+namespace cnnext::cpu {
+
+enum class ConvAlgoId : int { Depthwise = 0, Pointwise, Winograd, Implicit, Im2col, Matmul, Count };
+
+struct CostFeatures {
+  double calls, macs, bytes;
+};
+
+CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass);
+double estimate_seconds(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass);
+
+}  // namespace cnnext::cpu
