@@ -56,7 +56,14 @@ def fuse_for_inference(model: torch.nn.Module) -> torch.fx.GraphModule:
             "is only valid for inference: call model.eval() first (modules in training mode: "
             f"{', '.join(training[:5])}{', ...' if len(training) > 5 else ''})"
         )
-    graph_module = torch.fx.symbolic_trace(copy.deepcopy(model))
+    try:
+        graph_module = torch.fx.symbolic_trace(copy.deepcopy(model))
+    except Exception as error:  # control flow on tensor values, unsupported Python...
+        raise RuntimeError(
+            "cnnext.convert(fuse=True) finds conv/BatchNorm/ReLU chains by tracing the model "
+            f"with torch.fx, which failed ({type(error).__name__}: {error}); fuse its traceable "
+            "submodules instead, or convert without fuse"
+        ) from error
     graph = graph_module.graph
     modules = dict(graph_module.named_modules())
     calls = {}

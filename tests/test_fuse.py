@@ -53,6 +53,15 @@ def test_relu_flag_matches_conv_then_relu(sample):
         assert_close(g, r)
 
 
+@pytest.mark.parametrize("groups", [1, 4])  # the GEMM and the depthwise kernels
+def test_relu_flag_on_device(device, groups):
+    x = torch.randn(2, 4, 9, 9, device=device)
+    w = torch.randn(4, 4 // groups, 3, 3, device=device)
+    b = torch.randn(4, device=device)
+    fused = ops.conv2d(x, w, b, [1, 1], [1, 1], [1, 1], groups, True)
+    assert_close(fused, torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1, groups=groups)))
+
+
 def test_relu_flag_gradcheck_and_nan():
     x, w, b = _t(1, 2, 4, 4), _t(2, 2, 3, 3), _t(2)
     torch.autograd.gradcheck(lambda *a: CF.conv2d(*a, padding=1, _relu=True), (x, w, b))
@@ -144,7 +153,18 @@ def test_fuse_counts_on_patterns():
     assert type(modules["conv5"]) is cnnext.Conv2dReLU  # torch.relu
 
 
-def test_fuse_refuses_training_mode_and_inplace():
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x
+
+
+def test_fuse_refuses_training_mode_inplace_and_untraceable():
+    with pytest.raises(RuntimeError, match="torch.fx"):
+        cnnext.convert(DataDependent().eval(), fuse=True)
     model = ConvBnReluNet()
     with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):
         cnnext.convert(model, fuse=True)
