@@ -37,7 +37,10 @@ def randomize_bn(model):
     return model.eval()
 
 
-def measure(sides, x, reps):
+STATS = {"median": statistics.median, "min": min}
+
+
+def measure(sides, x, reps, stat):
     with torch.inference_mode():
         reference = sides["torch"](x)
         for name, fn in sides.items():
@@ -49,16 +52,21 @@ def measure(sides, x, reps):
                 t0 = time.perf_counter()
                 fn(x)
                 times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: STATS[stat](t) for name, t in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=11)
     parser.add_argument("--batches", type=int, nargs="+", default=[1])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    # min: the least disturbed run, for a shared machine; median where it is quiet.
+    parser.add_argument("--stat", choices=sorted(STATS), default="median")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 NCHW, 224x224")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 NCHW, 224x224, "
+          f"{args.stat} of {args.reps} interleaved runs")
     print("| model | batch | torch ms | torch_folded ms | cnnext ms | cnnext_fused ms "
           "| fused vs cnnext | fused vs torch | fused vs torch_folded |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -68,7 +76,7 @@ def main():
                  "cnnext": cnnext.convert(model), "cnnext_fused": cnnext.convert(model, fuse=True)}
         for batch in args.batches:
             ms = {k: v * 1e3 for k, v in measure(sides, torch.randn(batch, 3, 224, 224),
-                                                 args.reps).items()}
+                                                 args.reps, args.stat).items()}
             print(f"| {name} | {batch} | {ms['torch']:.1f} | {ms['torch_folded']:.1f} | "
                   f"{ms['cnnext']:.1f} | {ms['cnnext_fused']:.1f} | "
                   f"{ms['cnnext'] / ms['cnnext_fused']:.2f}x | "
