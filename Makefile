@@ -4,12 +4,13 @@ PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install deps test bench fuzz test-asan cuda-check clean
+.PHONY: install deps test bench wheel fuzz test-asan cuda-check clean
 
 # torch==2.13.0 only when no torch is importable, so a CUDA torch on a GPU machine is kept.
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q numpy pytest hypothesis expecttest psutil ninja pybind11 "setuptools>=64" wheel matplotlib tqdm scikit-learn
+	$(PIP) install -q numpy pytest hypothesis expecttest psutil ninja pybind11 "setuptools>=64" wheel matplotlib tqdm scikit-learn \
+		onnx onnxscript onnxruntime
 
 install: deps
 	$(PIP) install -q --no-build-isolation -e .
@@ -20,8 +21,13 @@ test: install
 bench: install
 	$(PYTHON) -m benchmarks $(BENCH_ARGS)
 
+# A binary wheel in dist/ for the installed torch (the extension records that torch's version
+# and refuses any other at import). Built in the tree: build/ objects are reused.
+wheel: deps
+	$(PIP) wheel --no-build-isolation --no-deps -w dist .
+
 clean:
-	rm -rf build *.egg-info cnnext/*.so
+	rm -rf build dist *.egg-info cnnext/*.so cnnext/_build_info.py
 
 # ---- hardening (issue 5) --------------------------------------------------------------------
 # make fuzz: the property tests with a long budget (examples per test; fresh random examples).
@@ -36,7 +42,7 @@ fuzz: install
 # CPU only: CUDA is not built there and hidden from torch (compute-sanitizer checks CUDA).
 ASAN_DIR := build/asan
 ASAN_TESTS ?= tests/test_smoke.py tests/test_threads.py tests/test_errors.py tests/test_large.py \
-	tests/test_gemm.py tests/test_winograd.py $(sort $(wildcard tests/test_*conv*.py tests/test_*pool*.py))
+	tests/test_gemm.py tests/test_winograd.py tests/test_fuse.py $(sort $(wildcard tests/test_*conv*.py tests/test_*pool*.py))
 # libstdc++ preloaded too: python does not link it, and without it ASan's __cxa_throw
 # interceptor finds no real __cxa_throw and aborts on torch's first C++ exception.
 ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \

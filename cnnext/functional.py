@@ -69,6 +69,8 @@ def _conv_op(input, weight, bias, *params):
     d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db."""
     if fwAD._current_level < 0:
         return _cnnext.conv2d(input, weight, bias, *params)
+    if len(params) > 4:  # the fused ReLU: the linear part's tangent, then torch.relu's rule
+        return torch.relu(_conv_op(input, weight, bias, *params[:4]))
     unpacked = [fwAD.unpack_dual(t) if t is not None else (None, None) for t in (input, weight, bias)]
     if all(tangent is None for _, tangent in unpacked):
         return _cnnext.conv2d(input, weight, bias, *params)
@@ -143,9 +145,12 @@ def _channels_last(t):
     return t.clone(memory_format=torch.channels_last)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Same signature and semantics as torch.nn.functional.conv2d."""
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, _relu=False):
+    """Same signature and semantics as torch.nn.functional.conv2d. The private _relu=True
+    applies torch.relu inside the operator (the fused conv of cnnext.convert(fuse=True))."""
     _check_tensors(input, weight, bias)
+    if _relu and not input.is_floating_point():  # integer and complex: torch.relu's own rules
+        return torch.relu(conv2d(input, weight, bias, stride, padding, dilation, groups))
     unbatched = _batched(input, "conv2d")
     if weight.dim() != 4:
         raise RuntimeError(
@@ -169,7 +174,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         padding = pair(padding, "padding")
 
     input, weight, bias = _autocast(input, weight, bias)
-    out = _conv2d_any_dtype(input, weight, bias, stride, padding, dilation, groups)
+    relu = (True,) if _relu else ()  # the operator's trailing flag, passed only when set
+    out = _conv2d_any_dtype(input, weight, bias, stride, padding, dilation, groups, *relu)
     if input.shape[1] == 0:
         # torch gives a zero-channel output when the input has no channels (its "empty"
         # convolution path), whatever the weight's out_channels.

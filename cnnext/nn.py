@@ -8,13 +8,28 @@ from . import functional as CF
 class Conv2d(torch.nn.Conv2d):
     """torch.nn.Conv2d computed by cnnext.functional.conv2d (every padding_mode works)."""
 
+    _fused_relu = False
+
     def _conv_forward(self, input, weight, bias):
+        relu = self._fused_relu
         if self.padding_mode != "zeros":
             input = torch.nn.functional.pad(
                 input, self._reversed_padding_repeated_twice, mode=self.padding_mode
             )
-            return CF.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return CF.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return CF.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups,
+                             _relu=relu)
+        return CF.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                         _relu=relu)
+
+
+class Conv2dReLU(Conv2d):
+    """Conv2d followed by ReLU, the ReLU run in the conv operator's epilogue (made by
+    cnnext.convert(fuse=True)). Same parameters and state_dict as the Conv2d."""
+
+    _fused_relu = True
+
+    def extra_repr(self):
+        return super().extra_repr() + ", relu=True"
 
 
 # ---- pooling ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def _nhwc_depthwise_layout(input, weight, groups):
 
 
 @torch.library.register_fake("cnnext::conv2d")
-def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, relu=False):
     torch._check(input.dim() == 4, lambda: "cnnext.conv2d: expected 4D input")
     torch._check(weight.dim() == 4, lambda: "cnnext.conv2d: expected 4D weight")
     # The checks torch.compile needs before sizes are formed (the real kernel checks the rest
@@ -65,21 +65,25 @@ def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation,
 
 
 def _conv2d_setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
+    input, weight, bias, stride, padding, dilation, groups = inputs[:7]
+    ctx.relu = len(inputs) > 7 and bool(inputs[7])
+    # The fused ReLU's gradient passes where the output is positive (torch.relu's rule).
+    ctx.save_for_backward(input, weight, output if ctx.relu else None)
     ctx.params = (stride, padding, dilation, groups)
     ctx.has_bias = bias is not None
 
 
 def _conv2d_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
+    input, weight, output = ctx.saved_tensors
     mask = [
         ctx.needs_input_grad[0],
         ctx.needs_input_grad[1],
         ctx.has_bias and ctx.needs_input_grad[2],
     ]
     if not any(mask):
-        return None, None, None, None, None, None, None
+        return None, None, None, None, None, None, None, None
+    if ctx.relu:
+        grad_output = grad_output * (output > 0).to(grad_output.dtype)
     grad_input, grad_weight, grad_bias = ops.conv2d_backward(
         grad_output, input, weight, *ctx.params, mask
     )
@@ -87,6 +91,7 @@ def _conv2d_backward(ctx, grad_output):
         grad_input if mask[0] else None,
         grad_weight if mask[1] else None,
         grad_bias if mask[2] else None,
+        None,
         None,
         None,
         None,

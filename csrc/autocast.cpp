@@ -11,7 +11,8 @@ namespace {
 template <c10::DeviceType kDevice>
 at::Tensor conv2d_autocast(const at::Tensor& input, const at::Tensor& weight,
                            const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
-                           c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+                           c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                           bool relu) {
   // Leave autocast for the redispatch (and for the casts themselves).
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
@@ -20,12 +21,12 @@ at::Tensor conv2d_autocast(const at::Tensor& input, const at::Tensor& weight,
                              .findSchemaOrThrow("cnnext::conv2d", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
                                                const c10::optional<at::Tensor>&, c10::IntArrayRef,
-                                               c10::IntArrayRef, c10::IntArrayRef, int64_t)>();
+                                               c10::IntArrayRef, c10::IntArrayRef, int64_t, bool)>();
   // cached_cast casts only floating tensors on kDevice (never float64), as torch's policy does.
   return op.call(at::autocast::cached_cast(dtype, input, kDevice),
                  at::autocast::cached_cast(dtype, weight, kDevice),
                  at::autocast::cached_cast(dtype, bias, kDevice), stride, padding, dilation,
-                 groups);
+                 groups, relu);
 }
 
 }  // namespace

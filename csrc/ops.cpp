@@ -5,9 +5,10 @@
 TORCH_LIBRARY(cnnext, m) {
   // ---- convolution --------------------------------------------------------------------
   // Symmetric padding; 'same' with an odd total is padded in Python first, as torch does.
+  // relu=True applies max(0, x) to the output in the kernel's epilogue (convert(fuse=True)).
   m.def(
       "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
-      "int[2] dilation, int groups) -> Tensor");
+      "int[2] dilation, int groups, bool relu=False) -> Tensor");
   // output_mask selects (grad_input, grad_weight, grad_bias); unselected results are
   // returned as empty tensors and never computed.
   m.def(

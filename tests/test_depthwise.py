@@ -85,22 +85,26 @@ def test_every_shape_every_isa(isa_env, isa):
         _check(shape, torch.float32, bias=shape[0] != 1)
 
 
-def test_runs_direct_and_matches_forced_direct(isa_env, monkeypatch):
-    # The auto choice for a depthwise layer is this kernel: same bits as forcing it.
+def test_direct_applies_and_auto_runs_the_reported_choice(isa_env, monkeypatch):
+    # The direct row applies to a depthwise layer; auto runs the row the rule reports (same
+    # bits as forcing it).
     isa_env(None)
     shape = (2, 8, 14, 14, 1, 5, 1, 2, 1)
+    problem = ((2, 8, 14, 14), (8, 1, 5, 5), 1, 2, 1, 8)
+    assert "direct" in cnnext.backends.cpu.algorithms(*problem)
+    choice = cnnext.backends.cpu.choice(*problem)
     auto = _check(shape, torch.float32)
-    monkeypatch.setenv("CNNEXT_CONV_ALGO", "direct")
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", choice)
     forced = _check(shape, torch.float32)
-    for a, f in zip(auto, forced):
-        assert torch.equal(a, f)
+    assert torch.equal(auto[0], forced[0])
 
 
 @pytest.mark.parametrize("shape", [(3, 6, 7, 7, 1, 7, 1, 3, 1), (2, 5, 20, 19, 1, 5, 2, 2, 1)])
-def test_bit_identical_repeats_and_thread_counts(isa_env, shape):
-    # Output, grad_input and grad_bias are the same bits for 1 and 2 threads; grad_weight is
-    # summed per image in batch order, so it is too.
+def test_bit_identical_repeats_and_thread_counts(isa_env, monkeypatch, shape):
+    # The direct kernel's promise: output, grad_input and grad_bias are the same bits for 1 and
+    # 2 threads; grad_weight is summed per image in batch order, so it is too.
     isa_env(None)
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", "direct")
     before = torch.get_num_threads()
     try:
         runs = []

@@ -53,9 +53,21 @@ void run_pass(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
   algo->run(pr, pass, t);
 }
 
+// The fused ReLU (convert(fuse=True)): x < 0 ? 0 : x keeps NaN, as torch.relu does; one
+// contiguous pass the compiler vectorises.
+void relu_in_place(at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "cnnext_conv2d_relu", [&] {
+    scalar_t* out = output.data_ptr<scalar_t>();
+    at::parallel_for(0, output.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = out[i] < scalar_t(0) ? scalar_t(0) : out[i];
+    });
+  });
+}
+
 at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
                       const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
-                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                      bool relu) {
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cpu_dtype(input_);
@@ -77,6 +89,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     run_pass(in_nhwc ? nhwc : make_problem(g, p, input_.scalar_type(), false), ConvPass::Forward,
              t);
   }
+  if (relu) relu_in_place(t.output);
   return cl_results && !in_nhwc ? as_channels_last(t.output) : t.output;
 }
 

@@ -95,9 +95,9 @@ void check_tensor_core_arch(const at::Tensor& t, DType dtype, bool tf32) {
               " convolutions need a GPU of compute capability 8.0 or newer on CUDA");
 }
 
-at::Tensor conv2d_cuda(const at::Tensor& input_, const at::Tensor& weight_,
-                       const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
-                       c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+at::Tensor conv2d_linear(const at::Tensor& input_, const at::Tensor& weight_,
+                         const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
+                         c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cuda(input_, "input");
@@ -138,6 +138,20 @@ at::Tensor conv2d_cuda(const at::Tensor& input_, const at::Tensor& weight_,
   a.dgrad = false;
   check_tensor_core_arch(input_, dtype, tf32_allowed());
   check_launch(launch_conv_implicit_gemm(a, dtype, tf32_allowed(), stream), "conv2d");
+  return output;
+}
+
+at::Tensor conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
+                       const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                       c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                       bool relu) {
+  at::Tensor output = conv2d_linear(input, weight, bias, stride, padding, dilation, groups);
+  // The fused ReLU (convert(fuse=True)), in place on the input's stream; at::relu_ keeps NaN,
+  // as torch.relu does.
+  if (relu && output.numel() > 0) {
+    const c10::cuda::CUDAGuard guard(input.device());
+    at::relu_(output);
+  }
   return output;
 }
 
