@@ -3,7 +3,7 @@ networks (EfficientNet-B0, MobileNetV2/V3, ConvNeXt-T), forward and forward+back
 interleaved in one process, median of runs.
 
     flock /tmp/cnnext-timing.lock python3 tools/bench_depthwise.py [--batch 1,8] [--runs 7]
-        [--threads 2] [--only substring] [--layout nchw,cl]
+        [--threads 2] [--only substring] [--cnnext-layout nchw|cl] [--stat median|min]
 
 Three columns per pass: torch NCHW, torch channels_last and cnnext (on NCHW tensors, or on
 channels_last ones with --cnnext-layout cl). Ratios are torch time / cnnext time (> 1: cnnext
@@ -50,6 +50,9 @@ LAYERS = [
     ("mnv2_576x14_k3s2", 576, 14, 3, 2),
     ("mnv2_960x7_k3", 960, 7, 3, 1),
 ]
+
+
+STAT = "median"
 
 
 def pin_allocator():
@@ -102,7 +105,8 @@ def bench_layer(n, c, hw, k, s, runs, cnnext_cl):
             if r:
                 times[(side, "f")].append(tf)
                 times[(side, "fb")].append(tb)
-    return {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    stat = min if STAT == "min" else statistics.median
+    return {key: stat(v) * 1e3 for key, v in times.items()}
 
 
 def main():
@@ -112,12 +116,16 @@ def main():
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--only", default="")
     ap.add_argument("--cnnext-layout", default="nchw", choices=["nchw", "cl"])
+    ap.add_argument("--stat", default="median", choices=["median", "min"],
+                    help="min: the fastest run, steadier when other processes share the CPU")
     args = ap.parse_args()
+    global STAT
+    STAT = args.stat
     pin_allocator()
     torch.set_num_threads(args.threads)
     cl = args.cnnext_layout == "cl"
     print(f"cnnext from {os.path.dirname(cnnext.__file__)}; threads={args.threads} runs={args.runs}"
-          f" (median), float32, cnnext on {'channels_last' if cl else 'NCHW'} tensors;"
+          f" ({args.stat}), float32, cnnext on {'channels_last' if cl else 'NCHW'} tensors;"
           " ratio = torch/cnnext")
     print(f"{'layer':22s} {'N':>2s} | {'fwd ms: t':>9s} {'t_cl':>7s} {'cnx':>7s} {'x nchw':>6s}"
           f" {'x best':>6s} | {'f+b ms: t':>9s} {'t_cl':>7s} {'cnx':>7s} {'x nchw':>6s}"
