@@ -3,7 +3,8 @@ networks (EfficientNet-B0, MobileNetV2/V3, ConvNeXt-T), forward and forward+back
 interleaved in one process, median of runs.
 
     flock /tmp/cnnext-timing.lock python3 tools/bench_depthwise.py [--batch 1,8] [--runs 7]
-        [--threads 2] [--only substring] [--layout nchw,cl]
+        [--threads 2] [--only substring] [--cnnext-layout nchw|cl] [--stat median|min]
+        [--cpu-time]
 
 Three columns per pass: torch NCHW, torch channels_last and cnnext (on NCHW tensors, or on
 channels_last ones with --cnnext-layout cl). Ratios are torch time / cnnext time (> 1: cnnext
@@ -52,6 +53,9 @@ LAYERS = [
 ]
 
 
+STAT = "median"
+
+
 def pin_allocator():
     # Freed pages are reused rather than re-faulted, on both sides alike.
     try:
@@ -62,10 +66,13 @@ def pin_allocator():
         pass
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn):
-    t = time.perf_counter()
+    t = CLOCK()
     fn()
-    return time.perf_counter() - t
+    return CLOCK() - t
 
 
 def bench_layer(n, c, hw, k, s, runs, cnnext_cl):
@@ -102,7 +109,8 @@ def bench_layer(n, c, hw, k, s, runs, cnnext_cl):
             if r:
                 times[(side, "f")].append(tf)
                 times[(side, "fb")].append(tb)
-    return {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    stat = min if STAT == "min" else statistics.median
+    return {key: stat(v) * 1e3 for key, v in times.items()}
 
 
 def main():
@@ -112,12 +120,21 @@ def main():
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--only", default="")
     ap.add_argument("--cnnext-layout", default="nchw", choices=["nchw", "cl"])
+    ap.add_argument("--stat", default="median", choices=["median", "min"],
+                    help="min: the fastest run, steadier when other processes share the CPU")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time process CPU time, not wall time: steadier on a shared machine "
+                    "(meaningful with --threads 1; with more it counts spinning)")
     args = ap.parse_args()
+    global STAT, CLOCK
+    STAT = args.stat
+    if args.cpu_time:
+        CLOCK = time.process_time
     pin_allocator()
     torch.set_num_threads(args.threads)
     cl = args.cnnext_layout == "cl"
     print(f"cnnext from {os.path.dirname(cnnext.__file__)}; threads={args.threads} runs={args.runs}"
-          f" (median), float32, cnnext on {'channels_last' if cl else 'NCHW'} tensors;"
+          f" ({args.stat}, {'cpu' if args.cpu_time else 'wall'} clock), float32, cnnext on {'channels_last' if cl else 'NCHW'} tensors;"
           " ratio = torch/cnnext")
     print(f"{'layer':22s} {'N':>2s} | {'fwd ms: t':>9s} {'t_cl':>7s} {'cnx':>7s} {'x nchw':>6s}"
           f" {'x best':>6s} | {'f+b ms: t':>9s} {'t_cl':>7s} {'cnx':>7s} {'x nchw':>6s}"
