@@ -50,4 +50,7 @@ def test_one_and_two_threads_bit_identical(cfg):
     one, two = _run(cfg, 1), _run(cfg, 2)
     for name, s, t in zip(("output", "grad_input", "grad_bias"), one[:2] + one[3:], two[:2] + two[3:]):
         assert torch.equal(s, t), f"{name} differs bitwise ({(s - t).abs().max().item():.3g})"
-    torch.testing.assert_close(one[2], two[2], rtol=1e-5, atol=1e-5)
+    # grad_weight: per-thread partial sums, so only float32 rounding of the sum may differ
+    # (relative to the largest entry: an entry near zero may come from cancelling terms).
+    scale = one[2].abs().max().item()
+    torch.testing.assert_close(one[2], two[2], rtol=1e-5, atol=1e-5 * scale)
