@@ -82,8 +82,8 @@ def _limits_line(summary):
     line = (f"machine limits measured in this run: GEMM peak {peaks['gemm_gflops']:.0f} GFLOP/s "
             f"(torch.mm), copy bandwidth {peaks['copy_gbps']:.1f} GB/s")
     if peaks.get("bf16_gflops") and peaks.get("bf16_peak_source"):
-        line += (f", bfloat16 peak {peaks['bf16_gflops']:.0f} GFLOP/s ({peaks['bf16_peak_source']}; "
-                 f"torch.mm bfloat16 {peaks['bf16_mm_gflops']:.0f})")
+        line += f", bfloat16 peak {peaks['bf16_gflops']:.0f} GFLOP/s ({peaks['bf16_peak_source']}"
+        line += f"; torch.mm bfloat16 {peaks['bf16_mm_gflops']:.0f})" if peaks.get("bf16_mm_gflops") else ")"
     return line
 
 

@@ -43,11 +43,11 @@ def defaults(config):
     # ~6000 timed rows in --full (986 census layers x 3 configurations x 2 passes): a short
     # budget per row keeps the whole run under ~25 minutes on 2 cores.
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.2) if quick
-                         else dict(warmup=1, min_reps=3, max_reps=200, budget_s=0.1))
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.2, row_cap_s=3.0) if quick
+                         else dict(warmup=1, min_reps=3, max_reps=200, budget_s=0.1, row_cap_s=5.0))
     if not config.model_timing:
-        config.model_timing = (dict(warmup=1, min_reps=3, max_reps=20, budget_s=0.3) if quick
-                               else dict(warmup=1, min_reps=3, max_reps=50, budget_s=1.0))
+        config.model_timing = (dict(warmup=1, min_reps=3, max_reps=20, budget_s=0.3, row_cap_s=5.0) if quick
+                               else dict(warmup=1, min_reps=3, max_reps=50, budget_s=1.0, row_cap_s=10.0))
     if config.gemm_peak_sizes is None:
         config.gemm_peak_sizes = ([4096, 8192] if cuda else [1024, 2048] if quick else [1024, 2048, 4096])
     if config.gemm_peak_reps is None:
@@ -120,8 +120,7 @@ def run_suite(config, rows=None):
     bf16_peak, bf16_facts = None, {}
     if any(r.dtype_override == torch.bfloat16 for r in rows):
         step("machine limits: bfloat16 peak")
-        bf16_peak, bf16_facts = machine.bf16_peak(config.device, torch.get_num_threads(),
-                                                  config.gemm_peak_sizes[-1:], config.gemm_peak_reps)
+        bf16_peak, bf16_facts = machine.bf16_peak(config.device, torch.get_num_threads(), gemm_peak)
     bar and bar.update()
 
     interrupted = False
