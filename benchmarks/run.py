@@ -40,14 +40,15 @@ class Config:
 def defaults(config):
     """Fills what the user left unset from --quick/--full (and the device)."""
     quick, cuda = config.quick, config.device == "cuda"
-    # ~6000 timed rows in --full (986 census layers x 3 configurations x 2 passes): a short
-    # budget per row keeps the whole run under ~25 minutes on 2 cores.
+    # ~6000 timed rows in --full (986 census layers x 3 configurations x 2 passes): the gate's
+    # call is the warm-up, a median of 3 and a short budget per row; a row whose single call
+    # passes row_cap_s (a scalar fallback) gets fewer calls (suite._affordable).
     if not config.timing:
         config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.2, row_cap_s=3.0) if quick
-                         else dict(warmup=1, min_reps=3, max_reps=200, budget_s=0.1, row_cap_s=5.0))
+                         else dict(warmup=0, min_reps=3, max_reps=200, budget_s=0.05, row_cap_s=2.0))
     if not config.model_timing:
-        config.model_timing = (dict(warmup=1, min_reps=3, max_reps=20, budget_s=0.3, row_cap_s=5.0) if quick
-                               else dict(warmup=1, min_reps=3, max_reps=50, budget_s=1.0, row_cap_s=10.0))
+        config.model_timing = (dict(warmup=0, min_reps=3, max_reps=20, budget_s=0.3, row_cap_s=5.0) if quick
+                               else dict(warmup=0, min_reps=3, max_reps=50, budget_s=1.0, row_cap_s=10.0))
     if config.gemm_peak_sizes is None:
         config.gemm_peak_sizes = ([4096, 8192] if cuda else [1024, 2048] if quick else [1024, 2048, 4096])
     if config.gemm_peak_reps is None:

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import sys
+import time
 from functools import partial
 
 import pytest
@@ -18,7 +19,7 @@ sys.path.insert(0, ROOT)
 from benchmarks import census, census_rows, layers, memory, models  # noqa: E402
 from benchmarks.configs import CONFIGS, DEFAULT_CONFIGS  # noqa: E402
 from benchmarks.run import Config, run_suite  # noqa: E402
-from benchmarks.suite import Row, compare, run_row  # noqa: E402
+from benchmarks.suite import Case, Row, compare, run_row  # noqa: E402
 
 TINY_TIMING = dict(warmup=1, min_reps=2, max_reps=3, budget_s=0.0)
 TINY_CONV = layers.ConvSpec("tiny_conv", 2, 3, 9, 4, 3, padding=1)
@@ -314,5 +315,24 @@ def test_slow_calls_get_fewer_repetitions_not_a_longer_row():
     assert _affordable(timing, 0.5) == {k: v for k, v in timing.items() if k != "row_cap_s"}
     slow = _affordable(timing, 2.0)  # 2 s per pair: 4 calls would pass 5 s
     assert slow["warmup"] == 0 and slow["min_reps"] == 2 and slow["row_cap_s"] == 5.0
-    assert _affordable(timing, 60.0)["min_reps"] == 1
+    assert _affordable(timing, 4.0)["min_reps"] == 1
+    assert _affordable(timing, 60.0) is None  # the gate's calls are the only sample
     assert "row_cap_s" not in _affordable({k: v for k, v in timing.items() if k != "row_cap_s"}, 60.0)
+
+
+def test_a_row_slower_than_its_cap_is_timed_by_the_gate_calls():
+    calls = []
+
+    def slow(side):
+        calls.append(side)
+        time.sleep(0.05)
+        return torch.ones(3)
+
+    def make(device, dtype):
+        return Case(torch=lambda: slow("torch"), cnnext=lambda: slow("cnnext"), grad_enabled=False)
+
+    row = Row(section="conv", name="slow", pass_="fwd", shape="-", make=make, flops=1e6)
+    result = run_row(row, "cpu", torch.float32, dict(TINY_TIMING, row_cap_s=0.01)).result
+    assert result["status"] == "ok" and result["timed"] and result["timed_by_gate"]
+    assert calls == ["torch", "cnnext"] and result["torch"]["reps"] == result["cnnext"]["reps"] == 1
+    assert result["torch"]["median_ms"] >= 50
