@@ -44,7 +44,7 @@ def defaults(config):
     # call is the warm-up, a median of 3 and a short budget per row; a row whose single call
     # passes row_cap_s (a scalar fallback) gets fewer calls (suite._affordable).
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.2, row_cap_s=3.0) if quick
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.1, row_cap_s=3.0) if quick
                          else dict(warmup=0, min_reps=3, max_reps=200, budget_s=0.05, row_cap_s=2.0))
     if not config.model_timing:
         config.model_timing = (dict(warmup=0, min_reps=3, max_reps=20, budget_s=0.3, row_cap_s=5.0) if quick
@@ -173,6 +173,7 @@ def run_suite(config, rows=None):
 def _run_rows(rows, config, step, bar):
     for row in rows:
         step(row.label)
+        started = time.perf_counter()
         for attempt in range(1 + config.retries):
             previous = dict(row.result) if attempt else None
             run_row(row, config.device, config.dtype, row.timing or config.timing)
@@ -184,4 +185,5 @@ def _run_rows(rows, config, step, bar):
                 row.result.update(previous)  # keep the quieter attempt
             if not row.result.get("disturbed"):
                 break
+        row.result["row_wall_s"] = time.perf_counter() - started  # what the row cost the run
         bar and bar.update()

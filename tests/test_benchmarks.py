@@ -176,7 +176,7 @@ def test_tiny_suite_writes_table_json_and_png(tmp_path):
     assert _finite_numbers(data)
     timed = [r for r in data["rows"] if r["status"] == "ok"]
     for r in timed:
-        assert r["timed"] and r["ratio"] > 0
+        assert r["timed"] and r["ratio"] > 0 and r["row_wall_s"] > 0
         for side in ("torch", "cnnext"):
             s = r[side]
             assert s["median_ms"] > 0 and s["reps"] >= 2 and s["page_faults_per_call"] >= 0
