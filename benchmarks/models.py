@@ -67,7 +67,7 @@ MODELS = [
     _published("resnet18", quick_batch=2),
     _published("resnet50", train_batch=4),
     _published("mobilenet_v2"),
-    _published("mobilenet_v3_small", quick_batch=2),
+    _published("mobilenet_v3_small", quick_batch=1),
     _published("efficientnet_b0", train_batch=4),
     _published("convnext_tiny", train_batch=4),
     _published("inception_v3", train_batch=4),
