@@ -425,11 +425,16 @@ def rows_from_json(data):
     from types import SimpleNamespace
 
     keys = {"section", "name", "pass", "shape", "config", "spec"}
-    return [SimpleNamespace(section=r["section"], name=r["name"], pass_=r["pass"], shape=r["shape"],
-                            config=r.get("config"), spec=r.get("spec"),
-                            label=f"{r['name']} {r['pass']}" + (f" [{r['config']}]" if r.get("config") else ""),
-                            result={k: v for k, v in r.items() if k not in keys})
-            for r in data["rows"]]
+    rows = []
+    for r in data["rows"]:
+        config, spec = r.get("config"), r.get("spec")
+        if isinstance(config, dict):  # schema 1 kept the layer's definition under "config"
+            config, spec = None, config
+        rows.append(SimpleNamespace(section=r["section"], name=r["name"], pass_=r["pass"], shape=r["shape"],
+                                    config=config, spec=spec,
+                                    label=f"{r['name']} {r['pass']}" + (f" [{config}]" if config else ""),
+                                    result={k: v for k, v in r.items() if k not in keys}))
+    return rows
 
 
 if __name__ == "__main__":

@@ -210,6 +210,11 @@ def test_tiny_suite_writes_table_json_and_png(tmp_path):
                    "Best layout each side, float32", "old 16-layer suite", "GEMM", "Models", "geomean",
                    "tiny_conv", "torch/cnnext"):
         assert needle in table
+    # The report redraws from the JSON alone (python -m benchmarks.report).
+    from benchmarks import report
+
+    redrawn = report.table(report.rows_from_json(data), {k: v for k, v in data.items() if k != "rows"})
+    assert redrawn.splitlines()[3:] == text.splitlines()[3:]
     page = open(paths["summary.md"]).read()
     for needle in ("Where cnnext stands", "Best layout each side, float32", "| census_conv | float32 NCHW | fwd |",
                    "tiny_lenet | bfloat16 channels_last | train step"):
