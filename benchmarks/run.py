@@ -44,7 +44,7 @@ def defaults(config):
     # call is the warm-up, a median of 3 and a short budget per row; a row whose single call
     # passes row_cap_s (a scalar fallback) gets fewer calls (suite._affordable).
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.1, row_cap_s=3.0) if quick
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.1, row_cap_s=1.5) if quick
                          else dict(warmup=0, min_reps=3, max_reps=200, budget_s=0.05, row_cap_s=2.0))
     if not config.model_timing:
         config.model_timing = (dict(warmup=0, min_reps=3, max_reps=20, budget_s=0.3, row_cap_s=5.0) if quick
