@@ -115,21 +115,26 @@ def _cpu_mhz():
     return None
 
 
-AMX_BF16_FLOP_PER_CYCLE = 1024  # TDPBF16PS: 16x32 bf16 pairs into 16x16 float32 per 16 cycles
+AMX_BF16_FLOP_PER_CYCLE = 1024  # TDPBF16PS: a 16x32 by 32x16 bf16 tile product per 16 cycles
 
 
-def bf16_peak(device, threads, sizes, reps):
-    """The bfloat16 limit: on a CPU with AMX-BF16, cores x clock x 1024 FLOP/cycle (the tile
-    unit's rate; torch.mm in bfloat16 is measured beside it); elsewhere the best GFLOP/s of
-    torch.mm in bfloat16. Returns (peak GFLOP/s, facts)."""
-    measured, curve = gemm_peak(device, torch.bfloat16, sizes, reps)
-    facts = {"bf16_mm_gflops": measured, "bf16_mm_curve": curve}
+def bf16_peak(device, threads, gemm_peak_gflops, reps=2, size=1024):
+    """The bfloat16 limit. With AMX-BF16: threads x clock x 1024 FLOP/cycle (the tile unit's
+    rate), and torch.mm in bfloat16 on a 1024 square measured beside it (milliseconds there).
+    Without AMX nothing is measured (torch's bfloat16 mm is then a slow scalar fallback):
+    twice the float32 GEMM peak with AVX512-BF16 (VDPBF16PS does two products per lane), else
+    the float32 GEMM peak (bfloat16 computed through float32 FMAs). Returns (GFLOP/s, facts)."""
+    flags = _cpu_flags() if device == "cpu" else []
     mhz = _cpu_mhz() if device == "cpu" else None
-    if device == "cpu" and "amx_bf16" in _cpu_flags() and mhz:
-        peak = threads * mhz * 1e6 * AMX_BF16_FLOP_PER_CYCLE / 1e9
-        facts.update(bf16_peak_source=f"AMX estimate: {threads} cores x {mhz:.0f} MHz (/proc/cpuinfo) x "
-                                      f"{AMX_BF16_FLOP_PER_CYCLE} FLOP/cycle")
-    else:
-        peak = measured
-        facts.update(bf16_peak_source="torch.mm bfloat16, measured")
-    return peak, facts
+    if device != "cpu":
+        peak, curve = gemm_peak(device, torch.bfloat16, [4096], reps)
+        return peak, {"bf16_peak_source": "torch.mm bfloat16, measured", "bf16_mm_gflops": peak}
+    if "amx_bf16" in flags and mhz:
+        measured, _ = gemm_peak(device, torch.bfloat16, [size], reps)
+        return threads * mhz * 1e6 * AMX_BF16_FLOP_PER_CYCLE / 1e9, {
+            "bf16_peak_source": f"AMX estimate: {threads} cores x {mhz:.0f} MHz (/proc/cpuinfo) x "
+                                f"{AMX_BF16_FLOP_PER_CYCLE} FLOP/cycle",
+            "bf16_mm_gflops": measured}
+    if "avx512_bf16" in flags:
+        return 2 * gemm_peak_gflops, {"bf16_peak_source": "no AMX: 2 x the float32 GEMM peak (AVX512-BF16)"}
+    return gemm_peak_gflops, {"bf16_peak_source": "no AMX or AVX512-BF16: the float32 GEMM peak"}

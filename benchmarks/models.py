@@ -67,7 +67,7 @@ MODELS = [
     _published("resnet18", quick_batch=2),
     _published("resnet50", train_batch=4),
     _published("mobilenet_v2"),
-    _published("mobilenet_v3_small", quick_batch=2),
+    _published("mobilenet_v3_small", quick_batch=1),
     _published("efficientnet_b0", train_batch=4),
     _published("convnext_tiny", train_batch=4),
     _published("inception_v3", train_batch=4),
@@ -117,6 +117,7 @@ def model_case(spec: ModelSpec, batch, training: bool, device, dtype, config=Non
     theirs.train(), ours.train()
 
     def step(model, optimizer, inputs=x):
+        torch.manual_seed(0)  # the same dropout masks on both sides
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(inputs), labels)
         loss.backward()

@@ -82,8 +82,8 @@ def _limits_line(summary):
     line = (f"machine limits measured in this run: GEMM peak {peaks['gemm_gflops']:.0f} GFLOP/s "
             f"(torch.mm), copy bandwidth {peaks['copy_gbps']:.1f} GB/s")
     if peaks.get("bf16_gflops") and peaks.get("bf16_peak_source"):
-        line += (f", bfloat16 peak {peaks['bf16_gflops']:.0f} GFLOP/s ({peaks['bf16_peak_source']}; "
-                 f"torch.mm bfloat16 {peaks['bf16_mm_gflops']:.0f})")
+        line += f", bfloat16 peak {peaks['bf16_gflops']:.0f} GFLOP/s ({peaks['bf16_peak_source']}"
+        line += f"; torch.mm bfloat16 {peaks['bf16_mm_gflops']:.0f})" if peaks.get("bf16_mm_gflops") else ")"
     return line
 
 
@@ -425,11 +425,16 @@ def rows_from_json(data):
     from types import SimpleNamespace
 
     keys = {"section", "name", "pass", "shape", "config", "spec"}
-    return [SimpleNamespace(section=r["section"], name=r["name"], pass_=r["pass"], shape=r["shape"],
-                            config=r.get("config"), spec=r.get("spec"),
-                            label=f"{r['name']} {r['pass']}" + (f" [{r['config']}]" if r.get("config") else ""),
-                            result={k: v for k, v in r.items() if k not in keys})
-            for r in data["rows"]]
+    rows = []
+    for r in data["rows"]:
+        config, spec = r.get("config"), r.get("spec")
+        if isinstance(config, dict):  # schema 1 kept the layer's definition under "config"
+            config, spec = None, config
+        rows.append(SimpleNamespace(section=r["section"], name=r["name"], pass_=r["pass"], shape=r["shape"],
+                                    config=config, spec=spec,
+                                    label=f"{r['name']} {r['pass']}" + (f" [{config}]" if config else ""),
+                                    result={k: v for k, v in r.items() if k not in keys}))
+    return rows
 
 
 if __name__ == "__main__":

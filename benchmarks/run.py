@@ -40,14 +40,15 @@ class Config:
 def defaults(config):
     """Fills what the user left unset from --quick/--full (and the device)."""
     quick, cuda = config.quick, config.device == "cuda"
-    # ~6000 timed rows in --full (986 census layers x 3 configurations x 2 passes): a short
-    # budget per row keeps the whole run under ~25 minutes on 2 cores.
+    # ~6000 timed rows in --full (986 census layers x 3 configurations x 2 passes): the gate's
+    # call is the warm-up, a median of 3 and a short budget per row; a row whose single call
+    # passes row_cap_s (a scalar fallback) gets fewer calls (suite._affordable).
     if not config.timing:
-        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.2) if quick
-                         else dict(warmup=1, min_reps=3, max_reps=200, budget_s=0.1))
+        config.timing = (dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.1, row_cap_s=1.5) if quick
+                         else dict(warmup=0, min_reps=3, max_reps=200, budget_s=0.05, row_cap_s=2.0))
     if not config.model_timing:
-        config.model_timing = (dict(warmup=1, min_reps=3, max_reps=20, budget_s=0.3) if quick
-                               else dict(warmup=1, min_reps=3, max_reps=50, budget_s=1.0))
+        config.model_timing = (dict(warmup=0, min_reps=3, max_reps=20, budget_s=0.3, row_cap_s=5.0) if quick
+                               else dict(warmup=0, min_reps=3, max_reps=50, budget_s=1.0, row_cap_s=10.0))
     if config.gemm_peak_sizes is None:
         config.gemm_peak_sizes = ([4096, 8192] if cuda else [1024, 2048] if quick else [1024, 2048, 4096])
     if config.gemm_peak_reps is None:
@@ -120,8 +121,7 @@ def run_suite(config, rows=None):
     bf16_peak, bf16_facts = None, {}
     if any(r.dtype_override == torch.bfloat16 for r in rows):
         step("machine limits: bfloat16 peak")
-        bf16_peak, bf16_facts = machine.bf16_peak(config.device, torch.get_num_threads(),
-                                                  config.gemm_peak_sizes[-1:], config.gemm_peak_reps)
+        bf16_peak, bf16_facts = machine.bf16_peak(config.device, torch.get_num_threads(), gemm_peak)
     bar and bar.update()
 
     interrupted = False
@@ -173,6 +173,7 @@ def run_suite(config, rows=None):
 def _run_rows(rows, config, step, bar):
     for row in rows:
         step(row.label)
+        started = time.perf_counter()
         for attempt in range(1 + config.retries):
             previous = dict(row.result) if attempt else None
             run_row(row, config.device, config.dtype, row.timing or config.timing)
@@ -184,4 +185,5 @@ def _run_rows(rows, config, step, bar):
                 row.result.update(previous)  # keep the quieter attempt
             if not row.result.get("disturbed"):
                 break
+        row.result["row_wall_s"] = time.perf_counter() - started  # what the row cost the run
         bar and bar.update()

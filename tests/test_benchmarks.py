@@ -5,6 +5,7 @@ import json
 import math
 import os
 import sys
+import time
 from functools import partial
 
 import pytest
@@ -18,7 +19,7 @@ sys.path.insert(0, ROOT)
 from benchmarks import census, census_rows, layers, memory, models  # noqa: E402
 from benchmarks.configs import CONFIGS, DEFAULT_CONFIGS  # noqa: E402
 from benchmarks.run import Config, run_suite  # noqa: E402
-from benchmarks.suite import Row, compare, run_row  # noqa: E402
+from benchmarks.suite import Case, Row, compare, run_row  # noqa: E402
 
 TINY_TIMING = dict(warmup=1, min_reps=2, max_reps=3, budget_s=0.0)
 TINY_CONV = layers.ConvSpec("tiny_conv", 2, 3, 9, 4, 3, padding=1)
@@ -171,11 +172,11 @@ def test_tiny_suite_writes_table_json_and_png(tmp_path):
                 "command", "dtype", "device"):
         assert key in data["machine"]
     assert data["peaks"]["gemm_gflops"] > 0 and data["peaks"]["copy_gbps"] > 0
-    assert data["peaks"]["bf16_gflops"] > 0 and data["peaks"]["bf16_peak_source"]
+    assert data["peaks"]["bf16_gflops"] >= data["peaks"]["gemm_gflops"] and data["peaks"]["bf16_peak_source"]
     assert _finite_numbers(data)
     timed = [r for r in data["rows"] if r["status"] == "ok"]
     for r in timed:
-        assert r["timed"] and r["ratio"] > 0
+        assert r["timed"] and r["ratio"] > 0 and r["row_wall_s"] > 0
         for side in ("torch", "cnnext"):
             s = r[side]
             assert s["median_ms"] > 0 and s["reps"] >= 2 and s["page_faults_per_call"] >= 0
@@ -209,6 +210,11 @@ def test_tiny_suite_writes_table_json_and_png(tmp_path):
                    "Best layout each side, float32", "old 16-layer suite", "GEMM", "Models", "geomean",
                    "tiny_conv", "torch/cnnext"):
         assert needle in table
+    # The report redraws from the JSON alone (python -m benchmarks.report).
+    from benchmarks import report
+
+    redrawn = report.table(report.rows_from_json(data), {k: v for k, v in data.items() if k != "rows"})
+    assert redrawn.splitlines()[3:] == text.splitlines()[3:]
     page = open(paths["summary.md"]).read()
     for needle in ("Where cnnext stands", "Best layout each side, float32", "| census_conv | float32 NCHW | fwd |",
                    "tiny_lenet | bfloat16 channels_last | train step"):
@@ -305,3 +311,33 @@ def test_model_gate_checks_every_gradient_in_float64(monkeypatch):
     assert run_row(inference, "cpu", torch.float32, TINY_TIMING).result["status"] == "ok"
     result = run_row(train, "cpu", torch.float32, TINY_TIMING).result
     assert result["status"] == "FAILED" and "float64" in result["error"] and not result["timed"]
+
+
+def test_slow_calls_get_fewer_repetitions_not_a_longer_row():
+    from benchmarks.suite import _affordable
+
+    timing = dict(warmup=1, min_reps=3, max_reps=100, budget_s=0.1, row_cap_s=5.0)
+    assert _affordable(timing, 0.5) == {k: v for k, v in timing.items() if k != "row_cap_s"}
+    slow = _affordable(timing, 2.0)  # 2 s per pair: 4 calls would pass 5 s
+    assert slow["warmup"] == 0 and slow["min_reps"] == 2 and slow["row_cap_s"] == 5.0
+    assert _affordable(timing, 4.0)["min_reps"] == 1
+    assert _affordable(timing, 60.0) is None  # the gate's calls are the only sample
+    assert "row_cap_s" not in _affordable({k: v for k, v in timing.items() if k != "row_cap_s"}, 60.0)
+
+
+def test_a_row_slower_than_its_cap_is_timed_by_the_gate_calls():
+    calls = []
+
+    def slow(side):
+        calls.append(side)
+        time.sleep(0.05)
+        return torch.ones(3)
+
+    def make(device, dtype):
+        return Case(torch=lambda: slow("torch"), cnnext=lambda: slow("cnnext"), grad_enabled=False)
+
+    row = Row(section="conv", name="slow", pass_="fwd", shape="-", make=make, flops=1e6)
+    result = run_row(row, "cpu", torch.float32, dict(TINY_TIMING, row_cap_s=0.01)).result
+    assert result["status"] == "ok" and result["timed"] and result["timed_by_gate"]
+    assert calls == ["torch", "cnnext"] and result["torch"]["reps"] == result["cnnext"]["reps"] == 1
+    assert result["torch"]["median_ms"] >= 50
