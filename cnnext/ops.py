@@ -18,11 +18,14 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(weight.dim() == 4, lambda: "cnnext.conv2d: expected 4D weight")
     # The checks torch.compile needs before sizes are formed (the real kernel checks the rest
     # with csrc/common/conv_shapes.h); same messages as there.
-    for name, values, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+    for name, values, low, rule in (
+        ("padding", padding, 0, "negative padding is not supported"),
+        ("stride", stride, 1, "non-positive stride is not supported"),
+        ("dilation", dilation, 0, "dilation should be greater than zero"),
+    ):
         for v in values:
-            torch._check(v >= low, lambda name=name, values=values: (
-                f"cnnext.conv2d: {'negative' if name == 'padding' else 'non-positive'} {name} "
-                f"is not supported ({name}={list(values)})"))
+            torch._check(v >= low, lambda name=name, values=values, rule=rule: (
+                f"cnnext.conv2d: {rule} ({name}={list(values)})"))
     n, _, h, w = input.shape
     for i, size in enumerate((h, w)):
         torch._check(
