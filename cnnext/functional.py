@@ -247,6 +247,18 @@ def _conv2d_general(input, weight, bias, stride, padding, dilation, groups):
 
 
 # ---- pooling ------------------------------------------------------------------------------
+def _plain_pool_input(input):
+    """A 4-D float32/float64 tensor on a device with native kernels: the operators take it
+    as it is (they check the rest, in torch's order, and keep its layout)."""
+    dtype = getattr(input, "dtype", None)
+    return (
+        (dtype is torch.float32 or dtype is torch.float64)
+        and type(input) in _TENSOR_TYPES
+        and input.dim() == 4
+        and (input.is_cpu or input.is_cuda)
+    )
+
+
 # Half types are pooled in float32 on the CPU (our CPU kernels are float32/float64), cast back after.
 _CPU_UPCAST = (torch.float16, torch.bfloat16)
 # torch's wording for a window argument of the wrong length (Pooling.cpp's meta functions).
@@ -320,6 +332,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                return_indices=False):
     """Same signature and semantics as torch.nn.functional.max_pool2d (and
     max_pool2d_with_indices when return_indices=True)."""
+    if _plain_pool_input(input) and type(ceil_mode) is bool:
+        kernel = _int_pair(kernel_size)
+        stride_ = kernel if stride is None else _int_pair(stride)
+        padding_, dilation_ = _int_pair(padding), _int_pair(dilation)
+        if kernel is not None and stride_ is not None and padding_ is not None and dilation_ is not None:
+            out, indices = _fast_call(_cnnext.max_pool2d.default, _needs_autograd(input),
+                                      input, kernel, stride_, padding_, dilation_, ceil_mode)
+            return (out, indices) if return_indices else out
     op = "max_pool2d"
     kernel_size = _pool_pair(kernel_size, "kernel_size", op)
     stride = _pool_stride(stride, kernel_size, op)
@@ -343,6 +363,14 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """Same signature and semantics as torch.nn.functional.avg_pool2d."""
+    if (_plain_pool_input(input) and type(ceil_mode) is bool and type(count_include_pad) is bool
+            and (divisor_override is None or type(divisor_override) is int)):
+        kernel = _int_pair(kernel_size)
+        stride_ = kernel if stride is None else _int_pair(stride)
+        padding_ = _int_pair(padding)
+        if kernel is not None and stride_ is not None and padding_ is not None:
+            return _fast_call(_cnnext.avg_pool2d.default, _needs_autograd(input), input, kernel,
+                              stride_, padding_, ceil_mode, count_include_pad, divisor_override)
     op = "avg_pool2d"
     kernel_size = _pool_pair(kernel_size, "kernel_size", op)
     stride = _pool_stride(stride, kernel_size, op)
@@ -364,23 +392,29 @@ def _adaptive_output_size(output_size, input, op):
             f"cnnext.{op}: output_size must be an int or a tuple of 2 ints or None, "
             f"got {output_size!r}"
         )
-    if len(output_size) != 2:
-        if input.dim() <= len(output_size):
-            raise ValueError(f"cnnext.{op}: Input dimension should be at least {len(output_size) + 1}")
-        raise RuntimeError(f"cnnext.{op}: output_size must be 2, but got output_size={list(output_size)}")
-    if input.dim() < 3:
-        raise ValueError(f"cnnext.{op}: Input dimension should be at least 3")
-    return tuple(input.shape[-2 + i] if v is None else v for i, v in enumerate(output_size))
+    if input.dim() <= len(output_size):
+        raise ValueError(f"cnnext.{op}: Input dimension should be at least {len(output_size) + 1}")
+    # A length other than 2 is the operator's error, raised in torch's order.
+    defaults = input.shape[input.dim() - len(output_size):]
+    return tuple(d if v is None else v for v, d in zip(output_size, defaults))
 
 
 def _adaptive_input(input, op, output_size):
-    output_size = _adaptive_output_size(output_size, input, op)
     if input.dim() not in (3, 4):
         colon = ":" if op == "adaptive_max_pool2d" else ""
         raise RuntimeError(
             f"cnnext.{op}(): Expected 3D or 4D tensor, but got{colon} {list(input.shape)}"
         )
     unbatched = input.dim() == 3
+    if unbatched:
+        # The operator sees a batch of one; torch names the dimension of the 3-D input.
+        for dim in (1, 2):
+            if input.shape[dim] == 0:
+                raise RuntimeError(
+                    f"cnnext.{op}(): Expected input to have non-zero size for non-batch "
+                    f"dimensions, but input has sizes {list(input.shape)} with dimension {dim} "
+                    "being empty"
+                )
     restore = None
     if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
         restore = input.dtype
@@ -390,15 +424,35 @@ def _adaptive_input(input, op, output_size):
 
 def adaptive_avg_pool2d(input, output_size):
     """Same signature and semantics as torch.nn.functional.adaptive_avg_pool2d."""
-    x, unbatched, restore, size = _adaptive_input(input, "adaptive_avg_pool2d", output_size)
+    if _plain_pool_input(input):
+        size = _int_pair(output_size)
+        if size is not None and input.numel() != 0:
+            return _fast_call(_cnnext.adaptive_avg_pool2d.default, _needs_autograd(input), input, size)
+    op = "adaptive_avg_pool2d"
+    size = _adaptive_output_size(output_size, input, op)
+    if input.dim() not in (3, 4) or 0 in input.shape[-2:]:
+        # torch checks output_size before the input (the operator's checks on a stand-in
+        # raise those errors), and computes a 1x1 output as a mean over any rank.
+        _cnnext.adaptive_avg_pool2d(input.new_empty((0, 1, 1, 1), dtype=torch.float32), size)
+        if tuple(size) == (1, 1):
+            return input.mean((-2, -1), keepdim=True)
+    x, unbatched, restore, size = _adaptive_input(input, op, size)
     return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched, restore)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Same signature and semantics as torch.nn.functional.adaptive_max_pool2d."""
     op = "adaptive_max_pool2d"
-    x, unbatched, restore, size = _adaptive_input(input, op, output_size)
-    if unbatched and x.shape[1] == 0:
+    size = _adaptive_output_size(output_size, input, op)
+    x, unbatched, restore, size = _adaptive_input(input, op, size)
+    if unbatched and len(size) == 2 and min(size) < 0:
+        # torch's allocation error, with the 3-D output shape torch would allocate
+        raise RuntimeError(
+            f"cnnext.{op}: Trying to create tensor with negative dimension "
+            f"{next(v for v in size if v < 0)}: "
+            f"[{input.shape[0]}, {size[0]}, {size[1]}]"
+        )
+    if unbatched and x.shape[1] == 0 and len(size) == 2:
         # torch checks only H and W of a batch-less input; the batched op would reject C = 0.
         out = x.new_empty((0, size[0], size[1]))
         idx = x.new_empty((0, size[0], size[1]), dtype=torch.int64)

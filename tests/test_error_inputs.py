@@ -19,6 +19,7 @@ OPINFO_OPS = {
     "nn.functional.max_pool2d": CF.max_pool2d,
     "nn.functional.avg_pool2d": CF.avg_pool2d,
     "nn.functional.adaptive_avg_pool2d": CF.adaptive_avg_pool2d,
+    "nn.functional.adaptive_max_pool2d": CF.adaptive_max_pool2d,
 }
 
 
@@ -125,6 +126,24 @@ MODULE_CASES = [
     (lambda m: m.AdaptiveAvgPool2d((-1, 2)), (1, 2, 4, 4)),
     (lambda m: m.AdaptiveMaxPool2d(2), (2, 0, 4, 4)),
 ]
+
+
+ADAPTIVE_X = {"4d": (2, 3, 7, 7), "3d": (3, 7, 7), "2d": (7, 7), "5d": (1, 2, 3, 7, 7), "1d": (7,),
+              "h0": (2, 3, 0, 7), "c0": (2, 0, 7, 7), "3d-h0": (3, 0, 7)}
+ADAPTIVE_SIZES = [1, (1, 1), (2, None), (2, 2, 2), (), (-1, 0), (3,), (-2, -2)]
+
+
+@pytest.mark.parametrize("op", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
+def test_adaptive_pooling_errors_in_torch_order(op):
+    for (x_name, shape), size in itertools.product(ADAPTIVE_X.items(), ADAPTIVE_SIZES):
+        x = torch.randn(shape)
+        theirs, ours = _outcome(getattr(F, op), x, size), _outcome(getattr(CF, op), x, size)
+        if theirs is None:
+            assert ours is None, f"{op} {x_name} {size}: torch accepts, cnnext raised {ours!r}"
+            torch.testing.assert_close(getattr(CF, op)(x, size), getattr(F, op)(x, size), equal_nan=True)
+            continue
+        assert ours is not None, f"{op} {x_name} {size}: cnnext accepted, torch raised {theirs!r}"
+        _assert_same_error(theirs, ours, op)
 
 
 @pytest.mark.parametrize("i", range(len(MODULE_CASES)))
