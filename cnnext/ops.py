@@ -11,6 +11,16 @@ from ._shapes import conv_output_size
 ops = torch.ops.cnnext
 
 
+def _backward_op(op, *args):
+    """A backward's operator call. Below the autograd key when no graph is being built
+    (backward without create_graph): the operator's own autograd wrapper would cost about
+    15 us a call and record nothing."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 # ---- conv2d -------------------------------------------------------------------------------
 @torch.library.register_fake("cnnext::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
@@ -63,8 +73,8 @@ def _conv2d_backward(ctx, grad_output):
     ]
     if not any(mask):
         return None, None, None, None, None, None, None
-    grad_input, grad_weight, grad_bias = ops.conv2d_backward(
-        grad_output, input, weight, *ctx.params, mask
+    grad_input, grad_weight, grad_bias = _backward_op(
+        ops.conv2d_backward.default, grad_output, input, weight, *ctx.params, mask
     )
     return (
         grad_input if mask[0] else None,
@@ -224,14 +234,15 @@ def _max_pool2d_backward(ctx, grad_output, _grad_indices):
     if not ctx.needs_input_grad[0]:
         return (None,) * 6
     self, indices = ctx.saved_tensors
-    return (ops.max_pool2d_backward(grad_output, self, indices, *ctx.params),) + (None,) * 5
+    return (_backward_op(ops.max_pool2d_backward.default, grad_output, self, indices, *ctx.params),) + (
+        None,) * 5
 
 
 def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_indices):
     if not ctx.needs_input_grad[0]:
         return None, None
     self, indices = ctx.saved_tensors
-    return ops.adaptive_max_pool2d_backward(grad_output, self, indices), None
+    return _backward_op(ops.adaptive_max_pool2d_backward.default, grad_output, self, indices), None
 
 
 torch.library.register_autograd(
@@ -273,14 +284,14 @@ def _avg_pool2d_backward(ctx, grad_output):
     if not ctx.needs_input_grad[0]:
         return (None,) * 7
     (self,) = ctx.saved_tensors
-    return (ops.avg_pool2d_backward(grad_output, self, *ctx.params),) + (None,) * 6
+    return (_backward_op(ops.avg_pool2d_backward.default, grad_output, self, *ctx.params),) + (None,) * 6
 
 
 def _adaptive_avg_pool2d_backward(ctx, grad_output):
     if not ctx.needs_input_grad[0]:
         return None, None
     (self,) = ctx.saved_tensors
-    return ops.adaptive_avg_pool2d_backward(grad_output, self), None
+    return _backward_op(ops.adaptive_avg_pool2d_backward.default, grad_output, self), None
 
 
 torch.library.register_autograd(
