@@ -1,4 +1,4 @@
-"""Normalisation of Python-style arguments (int or sequence) to the pairs the operators take,
+"""Python-style arguments (int or sequence of ints) read as torch's argument parser reads them,
 with torch's error messages."""
 import operator
 
@@ -33,20 +33,15 @@ def integer(value, name, op="conv2d"):
     return result
 
 
-def pair(value, name, op="conv2d"):
-    """int -> (v, v); a sequence of 1 or 2 ints -> a pair; anything else raises like torch."""
+def int_list(value, name, op="conv2d"):
+    """An int[2] argument as torch's argument parser reads it: an int is repeated twice, a
+    sequence of ints is kept at its length (the length is checked later, in torch's order);
+    anything else is a TypeError."""
     single = _as_int(value)
     if single is not None:
         return (single, single)
     if isinstance(value, (tuple, list, torch.Size)):
         values = tuple(_as_int(v) for v in value)
         if all(v is not None for v in values):
-            if len(values) == 1:
-                return (values[0], values[0])
-            if len(values) == 2:
-                return values
-            raise RuntimeError(
-                f"cnnext.{op}: expected {name} to be a single integer value or a list of 2 "
-                f"values to match the convolution dimensions, but got {name}={list(values)}"
-            )
+            return values
     raise TypeError(f"cnnext.{op}: {name} must be an int or a pair of ints, got {value!r}")

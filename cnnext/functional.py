@@ -4,8 +4,9 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
+from . import _checks
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
-from ._args import integer, pair
+from ._args import int_list, integer
 
 _cnnext = torch.ops.cnnext
 
@@ -30,15 +31,6 @@ _NATIVE = (torch.float32, torch.float64)
 _NO_DILATED_CONV = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
-def _batched(input, op, dims=3):
-    if input.dim() not in (dims, dims + 1):
-        raise RuntimeError(
-            f"cnnext.{op}: Expected {dims}D (unbatched) or {dims + 1}D (batched) input to {op}, "
-            f"but got input of size: {list(input.shape)}"
-        )
-    return input.dim() == dims
-
-
 def _check_tensors(input, weight, bias):
     for name, value in (("input", input), ("weight", weight)):
         if not isinstance(value, torch.Tensor):
@@ -47,13 +39,8 @@ def _check_tensors(input, weight, bias):
         raise TypeError(f"cnnext.conv2d: bias must be a Tensor or None, got {type(bias).__name__}")
 
 
-def _same_padding(input, weight, stride, dilation):
+def _same_padding(input, weight, dilation):
     """torch's padding='same': total d*(k-1) per dim, the odd extra on the bottom/right."""
-    if any(s != 1 for s in stride):
-        raise RuntimeError(
-            "cnnext.conv2d: padding='same' is not supported for strided convolutions "
-            f"(stride={list(stride)})"
-        )
     total = [d * (k - 1) for d, k in zip(dilation, weight.shape[-2:])]
     left = [t // 2 for t in total]
     extra = [t - 2 * l for t, l in zip(total, left)]
@@ -145,37 +132,114 @@ def _channels_last(t):
     return t.clone(memory_format=torch.channels_last)
 
 
+# ---- the fast path: what most calls are, with the least Python work -----------------------
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_AUTOCAST_DEVICE = {"cpu": "cpu", "cuda": "cuda"}
+
+
+def _int_pair(value):
+    """int or 2-sequence of ints as a pair; None for anything the general path must parse."""
+    kind = type(value)
+    if kind is int:
+        return (value, value)
+    if (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and (
+        type(value[1]) is int
+    ):
+        return value
+    return None
+
+
+def _plain(t, dtype):
+    """A tensor the operators take as it is: NCHW-contiguous strides (so no layout rule
+    applies to the output), the given native dtype, no subclass."""
+    if type(t) not in _TENSOR_TYPES or t.dtype is not dtype or t.dim() != 4:
+        return False
+    _, c, h, w = t.shape
+    return t.stride()[1:] == (h * w, w, 1) and c != 0
+
+
+def _needs_autograd(*tensors):
+    """Whether the call must go through the operators' autograd (the Python wrapper costs
+    about 10 us a call, a third of a tiny conv); below it when nothing can record a graph."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return True
+    if fwAD._current_level >= 0:
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
+def _fast_call(op, needs_autograd, *args):
+    if needs_autograd:
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
+def _fast_device(t):
+    """The autocast device of t when autocast is off for it, else None (the general path)."""
+    device = "cpu" if t.is_cpu else ("cuda" if t.is_cuda else None)
+    if device is None or torch.is_autocast_enabled(device):
+        return None
+    return device
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, _relu=False):
     """Same signature and semantics as torch.nn.functional.conv2d. The private _relu=True
     applies torch.relu inside the operator (the fused conv of cnnext.convert(fuse=True))."""
+    # Fast path: plain float tensors, int arguments, no forward AD, autocast or layout rule.
+    dtype = getattr(input, "dtype", None)
+    if (
+        not _relu
+        and (dtype is torch.float32 or dtype is torch.float64)
+        and type(groups) is int
+        and _plain(input, dtype)
+        and _plain(weight, dtype)
+        and (bias is None or (type(bias) in _TENSOR_TYPES and bias.dtype is dtype))
+        and fwAD._current_level < 0
+        and _fast_device(input) is not None
+    ):
+        stride_, padding_, dilation_ = _int_pair(stride), _int_pair(padding), _int_pair(dilation)
+        if stride_ is not None and padding_ is not None and dilation_ is not None:
+            return _fast_call(
+                _cnnext.conv2d.default, _needs_autograd(input, weight, bias),
+                input, weight, bias, stride_, padding_, dilation_, groups,
+            )
+    return _conv2d_general(input, weight, bias, stride, padding, dilation, groups, _relu)
+
+
+def _conv2d_general(input, weight, bias, stride, padding, dilation, groups, relu=False):
+    """Every other call, with torch's checks in torch's order (cnnext/_checks.py)."""
+    # torch's argument parser rejects wrong types before any other check.
     _check_tensors(input, weight, bias)
-    if _relu and not input.is_floating_point():  # integer and complex: torch.relu's own rules
-        return torch.relu(conv2d(input, weight, bias, stride, padding, dilation, groups))
-    unbatched = _batched(input, "conv2d")
-    if weight.dim() != 4:
-        raise RuntimeError(
-            f"cnnext.conv2d: expected weight to be 4-dimensional, but got weight of size "
-            f"{list(weight.shape)}"
-        )
-    stride = pair(stride, "stride")
-    dilation = pair(dilation, "dilation")
+    if relu and not input.is_floating_point():  # integer and complex: torch.relu's own rules
+        return torch.relu(_conv2d_general(input, weight, bias, stride, padding, dilation, groups))
+    stride = int_list(stride, "stride")
+    dilation = int_list(dilation, "dilation")
     groups = integer(groups, "groups")
+    padding_string = padding if isinstance(padding, str) else None
+    if padding_string is None:
+        padding = int_list(padding, "padding")
+        _checks.conv2d_bias_dtype(input, bias)
+    unbatched = _checks.conv2d_batchify(input)
     if unbatched:
         input = input.unsqueeze(0)
     in_format = suggest_memory_format(input)
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = (0, 0)
-        elif padding == "same":
-            input, padding = _same_padding(input, weight, stride, dilation)
-        else:
-            raise RuntimeError(f"cnnext.conv2d: Invalid padding string: '{padding}'")
-    else:
-        padding = pair(padding, "padding")
+    if padding_string == "same":
+        dilation = _checks.conv2d_same(input, weight, stride, dilation, groups)
+        input, padding = _same_padding(input, weight, dilation)
+    elif padding_string == "valid":
+        padding = (0,)
+    elif padding_string is not None:
+        raise _checks.invalid_padding_string(padding_string)
+    stride, padding, dilation = _checks.conv2d_convolution(
+        input, weight, stride, padding, dilation, groups
+    )
 
     input, weight, bias = _autocast(input, weight, bias)
-    relu = (True,) if _relu else ()  # the operator's trailing flag, passed only when set
-    out = _conv2d_any_dtype(input, weight, bias, stride, padding, dilation, groups, *relu)
+    flag = (True,) if relu else ()  # the operator's trailing flag, passed only when set
+    out = _conv2d_any_dtype(input, weight, bias, stride, padding, dilation, groups, *flag)
     if input.shape[1] == 0:
         # torch gives a zero-channel output when the input has no channels (its "empty"
         # convolution path), whatever the weight's out_channels.
@@ -190,8 +254,29 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 # ---- pooling ------------------------------------------------------------------------------
+def _plain_pool_input(input):
+    """A 4-D float32/float64 tensor on a device with native kernels: the operators take it
+    as it is (they check the rest, in torch's order, and keep its layout)."""
+    dtype = getattr(input, "dtype", None)
+    return (
+        (dtype is torch.float32 or dtype is torch.float64)
+        and type(input) in _TENSOR_TYPES
+        and input.dim() == 4
+        and (input.is_cpu or input.is_cuda)
+    )
+
+
 # Half types are pooled in float32 on the CPU (our CPU kernels are float32/float64), cast back after.
 _CPU_UPCAST = (torch.float16, torch.bfloat16)
+# torch's wording for a window argument of the wrong length (Pooling.cpp's meta functions).
+_POOL_LENGTH_RULE = {
+    "kernel_size": "must either be a single int, or a tuple of two ints",
+    "stride": "must either be omitted, a single int, or a tuple of two ints",
+    "padding": "must either be a single int, or a tuple of two ints",
+    "dilation": "must be either a single int, or a tuple of two ints",
+}
+
+
 def _pool_pair(value, name, op):
     """torch's pooling arguments: an int or a tuple of one or two ints."""
     if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
@@ -204,8 +289,7 @@ def _pool_pair(value, name, op):
         if len(value) == 2:
             return tuple(value)
         raise RuntimeError(
-            f"cnnext.{op}: {name} must either be a single int, or a tuple of two ints, "
-            f"but got {name}={list(value)}"
+            f"cnnext.{op}: {name} {_POOL_LENGTH_RULE[name]}, but got {name}={list(value)}"
         )
     raise TypeError(f"cnnext.{op}: {name} must be an int or a tuple of ints, got {value!r}")
 
@@ -217,9 +301,10 @@ def _pool_stride(stride, kernel_size, op):
     return _pool_pair(stride, "stride", op)
 
 
-def _pool_input(input, op, max_like):
-    """Checks rank (and, for batch-less input, the sizes torch checks before batching);
-    returns (input as 4-D, unbatched, half dtype to restore or None)."""
+def _pool_input(input, op, max_like, run_checks):
+    """Checks rank (and, for batch-less input, the sizes torch checks before batching) in
+    torch's order: run_checks(stand_in) makes the operator's window checks where torch makes
+    them before these; returns (input as 4-D, unbatched, half dtype to restore or None)."""
     if input.dim() not in (3, 4):
         if max_like:
             raise RuntimeError(
@@ -231,17 +316,11 @@ def _pool_input(input, op, max_like):
                 f"cnnext.{op}: Dimension out of range (expected to be in range of "
                 f"[-{max(input.dim(), 1)}, {max(input.dim(), 1) - 1}], but got -3)"
             )
-        raise RuntimeError(
-            f"cnnext.{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
-            f"size for input, but got:{list(input.shape)}"
-        )
+        _checks.raise_pool_sizes_error(op, input, run_checks)
     unbatched = input.dim() == 3
     if unbatched:
         if input.shape[0] == 0 or input.shape[1] == 0 or input.shape[2] == 0:
-            raise RuntimeError(
-                f"cnnext.{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
-                f"size for input, but got:{list(input.shape)}"
-            )
+            _checks.raise_pool_sizes_error(op, input, run_checks)
         input = input.unsqueeze(0)
     restore = None
     if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
@@ -260,13 +339,23 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                return_indices=False):
     """Same signature and semantics as torch.nn.functional.max_pool2d (and
     max_pool2d_with_indices when return_indices=True)."""
+    if _plain_pool_input(input) and type(ceil_mode) is bool:
+        kernel = _int_pair(kernel_size)
+        stride_ = kernel if stride is None else _int_pair(stride)
+        padding_, dilation_ = _int_pair(padding), _int_pair(dilation)
+        if kernel is not None and stride_ is not None and padding_ is not None and dilation_ is not None:
+            out, indices = _fast_call(_cnnext.max_pool2d.default, _needs_autograd(input),
+                                      input, kernel, stride_, padding_, dilation_, ceil_mode)
+            return (out, indices) if return_indices else out
     op = "max_pool2d"
     kernel_size = _pool_pair(kernel_size, "kernel_size", op)
     stride = _pool_stride(stride, kernel_size, op)
     padding = _pool_pair(padding, "padding", op)
     dilation = _pool_pair(dilation, "dilation", op)
-    x, unbatched, restore = _pool_input(input, op, max_like=True)
-    out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    ceil_mode = bool(ceil_mode)
+    x, unbatched, restore = _pool_input(input, op, True, lambda t: _cnnext.max_pool2d(
+        t, kernel_size, stride, padding, dilation, ceil_mode))
+    out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     out = _pool_output(out, unbatched, restore)
     if return_indices:
         return out, (indices.squeeze(0) if unbatched else indices)
@@ -281,14 +370,23 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """Same signature and semantics as torch.nn.functional.avg_pool2d."""
+    if (_plain_pool_input(input) and type(ceil_mode) is bool and type(count_include_pad) is bool
+            and (divisor_override is None or type(divisor_override) is int)):
+        kernel = _int_pair(kernel_size)
+        stride_ = kernel if stride is None else _int_pair(stride)
+        padding_ = _int_pair(padding)
+        if kernel is not None and stride_ is not None and padding_ is not None:
+            return _fast_call(_cnnext.avg_pool2d.default, _needs_autograd(input), input, kernel,
+                              stride_, padding_, ceil_mode, count_include_pad, divisor_override)
     op = "avg_pool2d"
     kernel_size = _pool_pair(kernel_size, "kernel_size", op)
     stride = _pool_stride(stride, kernel_size, op)
     padding = _pool_pair(padding, "padding", op)
-    x, unbatched, restore = _pool_input(input, op, max_like=False)
-    out = _cnnext.avg_pool2d(
-        x, kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override
-    )
+    args = (kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
+    if input.dim() < 3 and divisor_override == 0:  # torch checks the divisor before the rank
+        _cnnext.avg_pool2d(input.new_empty((0, 1, 1, 1)), *args)
+    x, unbatched, restore = _pool_input(input, op, False, lambda t: _cnnext.avg_pool2d(t, *args))
+    out = _cnnext.avg_pool2d(x, *args)
     return _pool_output(out, unbatched, restore)
 
 
@@ -301,23 +399,29 @@ def _adaptive_output_size(output_size, input, op):
             f"cnnext.{op}: output_size must be an int or a tuple of 2 ints or None, "
             f"got {output_size!r}"
         )
-    if len(output_size) != 2:
-        if input.dim() <= len(output_size):
-            raise ValueError(f"cnnext.{op}: Input dimension should be at least {len(output_size) + 1}")
-        raise RuntimeError(f"cnnext.{op}: output_size must be 2, but got output_size={list(output_size)}")
-    if input.dim() < 3:
-        raise ValueError(f"cnnext.{op}: Input dimension should be at least 3")
-    return tuple(input.shape[-2 + i] if v is None else v for i, v in enumerate(output_size))
+    if input.dim() <= len(output_size):
+        raise ValueError(f"cnnext.{op}: Input dimension should be at least {len(output_size) + 1}")
+    # A length other than 2 is the operator's error, raised in torch's order.
+    defaults = input.shape[input.dim() - len(output_size):]
+    return tuple(d if v is None else v for v, d in zip(output_size, defaults))
 
 
 def _adaptive_input(input, op, output_size):
-    output_size = _adaptive_output_size(output_size, input, op)
     if input.dim() not in (3, 4):
         colon = ":" if op == "adaptive_max_pool2d" else ""
         raise RuntimeError(
             f"cnnext.{op}(): Expected 3D or 4D tensor, but got{colon} {list(input.shape)}"
         )
     unbatched = input.dim() == 3
+    if unbatched:
+        # The operator sees a batch of one; torch names the dimension of the 3-D input.
+        for dim in (1, 2):
+            if input.shape[dim] == 0:
+                raise RuntimeError(
+                    f"cnnext.{op}(): Expected input to have non-zero size for non-batch "
+                    f"dimensions, but input has sizes {list(input.shape)} with dimension {dim} "
+                    "being empty"
+                )
     restore = None
     if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
         restore = input.dtype
@@ -327,15 +431,35 @@ def _adaptive_input(input, op, output_size):
 
 def adaptive_avg_pool2d(input, output_size):
     """Same signature and semantics as torch.nn.functional.adaptive_avg_pool2d."""
-    x, unbatched, restore, size = _adaptive_input(input, "adaptive_avg_pool2d", output_size)
+    if _plain_pool_input(input):
+        size = _int_pair(output_size)
+        if size is not None and input.numel() != 0:
+            return _fast_call(_cnnext.adaptive_avg_pool2d.default, _needs_autograd(input), input, size)
+    op = "adaptive_avg_pool2d"
+    size = _adaptive_output_size(output_size, input, op)
+    if input.dim() not in (3, 4) or 0 in input.shape[-2:]:
+        # torch checks output_size before the input (the operator's checks on a stand-in
+        # raise those errors), and computes a 1x1 output as a mean over any rank.
+        _cnnext.adaptive_avg_pool2d(input.new_empty((0, 1, 1, 1), dtype=torch.float32), size)
+        if tuple(size) == (1, 1):
+            return input.mean((-2, -1), keepdim=True)
+    x, unbatched, restore, size = _adaptive_input(input, op, size)
     return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched, restore)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Same signature and semantics as torch.nn.functional.adaptive_max_pool2d."""
     op = "adaptive_max_pool2d"
-    x, unbatched, restore, size = _adaptive_input(input, op, output_size)
-    if unbatched and x.shape[1] == 0:
+    size = _adaptive_output_size(output_size, input, op)
+    x, unbatched, restore, size = _adaptive_input(input, op, size)
+    if unbatched and len(size) == 2 and min(size) < 0:
+        # torch's allocation error, with the 3-D output shape torch would allocate
+        raise RuntimeError(
+            f"cnnext.{op}: Trying to create tensor with negative dimension "
+            f"{next(v for v in size if v < 0)}: "
+            f"[{input.shape[0]}, {size[0]}, {size[1]}]"
+        )
+    if unbatched and x.shape[1] == 0 and len(size) == 2:
         # torch checks only H and W of a batch-less input; the batched op would reject C = 0.
         out = x.new_empty((0, size[0], size[1]))
         idx = x.new_empty((0, size[0], size[1]), dtype=torch.int64)

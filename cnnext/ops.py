@@ -11,6 +11,16 @@ from ._shapes import conv_output_size
 ops = torch.ops.cnnext
 
 
+def _backward_op(op, *args):
+    """A backward's operator call. Below the autograd key when no graph is being built
+    (backward without create_graph): the operator's own autograd wrapper would cost about
+    15 us a call and record nothing."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 # ---- conv2d -------------------------------------------------------------------------------
 def _nhwc_depthwise_layout(input, weight, groups):
     """True where the CPU kernel returns channels_last results (csrc/cpu/conv2d.cpp): a
@@ -32,11 +42,14 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, relu=Fa
     torch._check(weight.dim() == 4, lambda: "cnnext.conv2d: expected 4D weight")
     # The checks torch.compile needs before sizes are formed (the real kernel checks the rest
     # with csrc/common/conv_shapes.h); same messages as there.
-    for name, values, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+    for name, values, low, rule in (
+        ("padding", padding, 0, "negative padding is not supported"),
+        ("stride", stride, 1, "non-positive stride is not supported"),
+        ("dilation", dilation, 0, "dilation should be greater than zero"),
+    ):
         for v in values:
-            torch._check(v >= low, lambda name=name, values=values: (
-                f"cnnext.conv2d: {'negative' if name == 'padding' else 'non-positive'} {name} "
-                f"is not supported ({name}={list(values)})"))
+            torch._check(v >= low, lambda name=name, values=values, rule=rule: (
+                f"cnnext.conv2d: {rule} ({name}={list(values)})"))
     n, _, h, w = input.shape
     for i, size in enumerate((h, w)):
         torch._check(
@@ -84,8 +97,8 @@ def _conv2d_backward(ctx, grad_output):
         return None, None, None, None, None, None, None, None
     if ctx.relu:
         grad_output = grad_output * (output > 0).to(grad_output.dtype)
-    grad_input, grad_weight, grad_bias = ops.conv2d_backward(
-        grad_output, input, weight, *ctx.params, mask
+    grad_input, grad_weight, grad_bias = _backward_op(
+        ops.conv2d_backward.default, grad_output, input, weight, *ctx.params, mask
     )
     return (
         grad_input if mask[0] else None,
@@ -246,14 +259,15 @@ def _max_pool2d_backward(ctx, grad_output, _grad_indices):
     if not ctx.needs_input_grad[0]:
         return (None,) * 6
     self, indices = ctx.saved_tensors
-    return (ops.max_pool2d_backward(grad_output, self, indices, *ctx.params),) + (None,) * 5
+    return (_backward_op(ops.max_pool2d_backward.default, grad_output, self, indices, *ctx.params),) + (
+        None,) * 5
 
 
 def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_indices):
     if not ctx.needs_input_grad[0]:
         return None, None
     self, indices = ctx.saved_tensors
-    return ops.adaptive_max_pool2d_backward(grad_output, self, indices), None
+    return _backward_op(ops.adaptive_max_pool2d_backward.default, grad_output, self, indices), None
 
 
 torch.library.register_autograd(
@@ -295,14 +309,14 @@ def _avg_pool2d_backward(ctx, grad_output):
     if not ctx.needs_input_grad[0]:
         return (None,) * 7
     (self,) = ctx.saved_tensors
-    return (ops.avg_pool2d_backward(grad_output, self, *ctx.params),) + (None,) * 6
+    return (_backward_op(ops.avg_pool2d_backward.default, grad_output, self, *ctx.params),) + (None,) * 6
 
 
 def _adaptive_avg_pool2d_backward(ctx, grad_output):
     if not ctx.needs_input_grad[0]:
         return None, None
     (self,) = ctx.saved_tensors
-    return ops.adaptive_avg_pool2d_backward(grad_output, self), None
+    return _backward_op(ops.adaptive_avg_pool2d_backward.default, grad_output, self), None
 
 
 torch.library.register_autograd(

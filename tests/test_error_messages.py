@@ -16,7 +16,8 @@ has_pooling = hasattr(cnnext.functional, "max_pool2d")
 # name: (arguments of conv2d, regex the message must match after the "cnnext.conv2d: " prefix)
 CONV_CASES = {
     "input rank": ((torch.randn(8, 8), w), r"input of size: \[8, 8\]"),
-    "weight rank": ((x, torch.randn(4, 4, 3)), r"weight of size \[4, 4, 3\]"),
+    "weight rank": ((x, torch.randn(4, 4, 3), None, 1, "same"),
+                    r"3-dimensional input for 3-dimensional weight\[4, 4, 3\]"),
     "zero kernel": ((x, torch.randn(4, 4, 0, 3)), r"kernel_height: 0 kernel_width: 3"),
     "weight dtype": ((x, w.double(), None, 1, 0, 1, 2), r"Input type \(Float\) and weight type \(Double\)"),
     "stride": ((x, w, None, 0, 0, 1, 2), r"stride=\[0, 0\]"),
@@ -29,10 +30,10 @@ CONV_CASES = {
     "groups": ((x, w, None, 1, 0, 1, 0), r"groups=0"),
     "groups type": ((x, w, None, 1, 0, 1, 2.0), r"groups .*2\.0"),
     "groups vs weight": ((x, torch.randn(3, 2, 3, 3), None, 1, 0, 1, 2),
-                         r"groups=2.*weight of size \[3, 2, 3, 3\]"),
+                         r"groups=2.*weight of size \[\[3, 2, 3, 3\]\]"),
     "channels": ((x, w), r"groups=1, weight of size \[4, 2, 3, 3\].*input\[1, 4, 8, 8\].*2 channels.*4 channels"),
     "bias size": ((x, w, torch.randn(3), 1, 0, 1, 2), r"bias of size \[3\]"),
-    "bias dtype": ((x, w, torch.randn(4).double(), 1, 0, 1, 2), r"bias type \(Double\)"),
+    "bias dtype": ((x, w, torch.randn(4).double(), 1, 0, 1, 2), r"bias type \(double\)"),
     "kernel larger than input": ((x, torch.randn(4, 2, 9, 9), None, 1, 0, 1, 2),
                                  r"\(8 x 8\)\. Kernel size: \(9 x 9\)"),
 }

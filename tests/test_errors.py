@@ -27,8 +27,12 @@ CASES = {
     "input 5-D": ((x(1, 2, 4, 8, 8), w()), {}, ["input", "[1, 2, 4, 8, 8]"]),
     "input 1-D": ((x(8), w()), {}, ["input"]),
     # weight rank
-    "weight 3-D": ((x(), w(6, 4, 3)), {}, ["weight", "[6, 4, 3]"]),
-    "weight 5-D": ((x(), w(6, 4, 3, 3, 1)), {}, ["weight"]),
+    # torch expands the int[2] arguments to weight.dim() - 2 values before it compares ranks
+    "weight 3-D": ((x(), w(6, 4, 3)), {}, ["list of 1 values", "stride=[1, 1]"]),
+    "weight 3-D, one stride": ((x(), w(6, 4, 3)), dict(stride=[1], padding=[0], dilation=[1]),
+                               ["3-dimensional weight [6, 4, 3]", "input of size [2, 4, 8, 8]"]),
+    "weight 3-D, 'same'": ((x(), w(6, 4, 3)), dict(padding="same"), ["3-dimensional weight[6, 4, 3]"]),
+    "weight 5-D": ((x(), w(6, 4, 3, 3, 1)), {}, ["list of 3 values"]),
     "weight 2-D": ((x(), w(6, 4)), {}, ["weight"]),
     # channels and groups
     "channel mismatch": ((x(), w(6, 3, 3, 3)), {}, ["channels", "weight of size [6, 3, 3, 3]"]),
@@ -80,8 +84,9 @@ CASES = {
     "bias 2-D": ((x(), w(), torch.randn(2, 3)), {}, ["bias", "[2, 3]"]),
     "bias wrong length": ((x(), w(), torch.randn(5)), {}, ["bias", "[5]"]),
     "bias 0-D": ((x(), w(), torch.tensor(1.0)), {}, ["bias"]),
-    "bias float64": ((x(), w(), torch.randn(6, dtype=torch.float64)), {}, ["bias", "Double"]),
-    "bias int64": ((x(), w(), torch.ones(6, dtype=torch.long)), {}, ["bias", "Long"]),
+    "bias float64": ((x(), w(), torch.randn(6, dtype=torch.float64)), {}, ["bias type (double)"]),
+    "bias int64": ((x(), w(), torch.ones(6, dtype=torch.long)), {}, ["bias type (long int)"]),
+    "bias float64, input 2-D": ((x(4, 8), w(), torch.randn(6, dtype=torch.float64)), {}, ["bias type (double)"]),
     "bias not a tensor": ((x(), w(), 3), {}, ["bias"]),
     # dtypes
     "weight float64": ((x(), w(dtype=torch.float64)), {}, ["weight", "Double"]),

@@ -46,7 +46,9 @@ inline int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int6
 }
 
 // Validates the arguments (torch's rules and messages) and returns the geometry.
-// Checks are ordered as torch orders them so the first error reported is the same one.
+// Checks run in the order of torch's _convolution / check_shape_forward and its backend
+// choice, so the first error reported is torch's. Argument checks torch makes before these
+// (bias dtype, input rank, weight rank, argument lengths) are in cnnext/_checks.py.
 inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& weight,
                                    const c10::optional<at::Tensor>& bias,
                                    const Conv2dParams& p) {
@@ -55,42 +57,66 @@ inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& we
               input.sizes());
   TORCH_CHECK(weight.dim() == 4, "cnnext.conv2d: expected 4D weight, but got weight of size: ",
               weight.sizes());
+  TORCH_CHECK(p.groups > 0, "cnnext.conv2d: non-positive groups is not supported (groups=",
+              p.groups, ")");
+  const auto any_of = [](const std::array<int64_t, 2>& v, auto bad) { return bad(v[0]) || bad(v[1]); };
+  TORCH_CHECK(!any_of(p.padding, [](int64_t v) { return v < 0; }),
+              "cnnext.conv2d: negative padding is not supported (padding=",
+              c10::IntArrayRef(p.padding), ")");
+  TORCH_CHECK(!any_of(p.stride, [](int64_t v) { return v <= 0; }),
+              "cnnext.conv2d: non-positive stride is not supported (stride=",
+              c10::IntArrayRef(p.stride), ")");
+  TORCH_CHECK(!any_of(p.dilation, [](int64_t v) { return v < 0; }),
+              "cnnext.conv2d: dilation should be greater than zero (dilation=",
+              c10::IntArrayRef(p.dilation), ")");
+  TORCH_CHECK(weight.size(0) >= p.groups,
+              "cnnext.conv2d: Given groups=", p.groups,
+              ", expected weight to be at least ", p.groups, " at dimension 0, but got weight of size ",
+              weight.sizes(), " instead");
+  // torch prints this weight size in double brackets; kept word for word.
+  TORCH_CHECK(weight.size(0) % p.groups == 0, "cnnext.conv2d: Given groups=", p.groups,
+              ", expected weight to be divisible by ", p.groups,
+              " at dimension 0, but got weight of size [", weight.sizes(), "] instead");
+  TORCH_CHECK(input.size(1) == weight.size(1) * p.groups, "cnnext.conv2d: Given groups=",
+              p.groups, ", weight of size ", weight.sizes(), ", expected input", input.sizes(),
+              " to have ", weight.size(1) * p.groups, " channels, but got ", input.size(1),
+              " channels instead");
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "cnnext.conv2d: Given weight of size ", weight.sizes(),
+                ", expected bias to be 1-dimensional with ", weight.size(0),
+                " elements, but got bias of size ", bias->sizes(), " instead");
+  }
+  {
+    const int64_t padded_h = input.size(2) + 2 * p.padding[0];
+    const int64_t padded_w = input.size(3) + 2 * p.padding[1];
+    const int64_t eff_kh = p.dilation[0] * (weight.size(2) - 1) + 1;
+    const int64_t eff_kw = p.dilation[1] * (weight.size(3) - 1) + 1;
+    TORCH_CHECK(padded_h >= eff_kh && padded_w >= eff_kw,
+                "cnnext.conv2d: Calculated padded input size per channel: (", padded_h, " x ",
+                padded_w, "). Kernel size: (", eff_kh, " x ", eff_kw,
+                "). Kernel size can't be greater than actual input size");
+  }
   TORCH_CHECK(weight.size(2) > 0 && weight.size(3) > 0,
               "cnnext.conv2d: kernel size should be greater than zero, but got kernel_height: ",
               weight.size(2), " kernel_width: ", weight.size(3), " (weight of size ",
               weight.sizes(), ")");
+  // torch runs no backend (and so makes none of the checks below) when the batch or the
+  // channels are empty.
+  const bool empty = input.size(0) == 0 || input.size(1) == 0;
+  TORCH_CHECK(empty || (p.dilation[0] > 0 && p.dilation[1] > 0),
+              "cnnext.conv2d: non-positive dilation is not supported (dilation=",
+              c10::IntArrayRef(p.dilation), ")");
+  TORCH_CHECK(empty || (input.size(2) > 0 && input.size(3) > 0),
+              "cnnext.conv2d: Only zero batch or zero channel inputs are supported, but got "
+              "input shape: ", input.sizes());
   TORCH_CHECK(input.device() == weight.device(), "cnnext.conv2d: input (", input.device(),
               ") and weight (", weight.device(), ") must be on the same device");
   TORCH_CHECK(input.scalar_type() == weight.scalar_type(), "cnnext.conv2d: Input type (",
               input.scalar_type(), ") and weight type (", weight.scalar_type(),
               ") should be the same");
-  for (int i = 0; i < 2; ++i) {
-    TORCH_CHECK(p.stride[i] > 0, "cnnext.conv2d: non-positive stride is not supported (stride=",
-                c10::IntArrayRef(p.stride), ")");
-    TORCH_CHECK(p.padding[i] >= 0, "cnnext.conv2d: negative padding is not supported (padding=",
-                c10::IntArrayRef(p.padding), ")");
-    TORCH_CHECK(p.dilation[i] > 0,
-                "cnnext.conv2d: non-positive dilation is not supported (dilation=",
-                c10::IntArrayRef(p.dilation), ")");
-  }
-  TORCH_CHECK(p.groups > 0, "cnnext.conv2d: non-positive groups is not supported (groups=",
-              p.groups, ")");
-  TORCH_CHECK(weight.size(0) >= p.groups,
-              "cnnext.conv2d: Given groups=", p.groups,
-              ", expected weight to be at least ", p.groups, " at dimension 0, but got weight of size ",
-              weight.sizes(), " instead");
-  TORCH_CHECK(weight.size(0) % p.groups == 0, "cnnext.conv2d: Given groups=", p.groups,
-              ", expected weight to be divisible by ", p.groups,
-              " at dimension 0, but got weight of size ", weight.sizes(), " instead");
-  TORCH_CHECK(input.size(1) == weight.size(1) * p.groups, "cnnext.conv2d: Given groups=",
-              p.groups, ", weight of size ", weight.sizes(), ", expected input", input.sizes(),
-              " to have ", weight.size(1) * p.groups, " channels, but got ", input.size(1),
-              " channels instead");
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
-                "cnnext.conv2d: Given weight of size ", weight.sizes(),
-                ", expected bias to be 1-dimensional with ", weight.size(0),
-                " elements, but got bias of size ", bias->sizes(), " instead");
+  if (has_bias) {
     TORCH_CHECK(bias->scalar_type() == input.scalar_type(), "cnnext.conv2d: Input type (",
                 input.scalar_type(), ") and bias type (", bias->scalar_type(),
                 ") should be the same");
@@ -106,21 +132,6 @@ inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& we
   g.kernel_h = weight.size(2);
   g.kernel_w = weight.size(3);
   g.groups = p.groups;
-  const int64_t padded_h = g.in_h + 2 * p.padding[0];
-  const int64_t padded_w = g.in_w + 2 * p.padding[1];
-  const int64_t eff_kh = p.dilation[0] * (g.kernel_h - 1) + 1;
-  const int64_t eff_kw = p.dilation[1] * (g.kernel_w - 1) + 1;
-  TORCH_CHECK(padded_h >= eff_kh && padded_w >= eff_kw,
-              "cnnext.conv2d: Calculated padded input size per channel: (", padded_h, " x ",
-              padded_w, "). Kernel size: (", eff_kh, " x ", eff_kw,
-              "). Kernel size can't be greater than actual input size");
-  // torch computes a conv over an empty image only when the batch or the channels are empty.
-  TORCH_CHECK(g.batch == 0 || g.in_channels == 0 || (g.in_h > 0 && g.in_w > 0),
-              "cnnext.conv2d: Only zero batch or zero channel inputs are supported, but got "
-              "input shape: ", input.sizes());
-  TORCH_CHECK(g.kernel_h > 0 && g.kernel_w > 0,
-              "cnnext.conv2d: kernel size should be greater than zero, but got kernel_height: ",
-              g.kernel_h, " kernel_width: ", g.kernel_w, " (weight of size ", weight.sizes(), ")");
   g.out_h = conv_output_size(g.in_h, g.kernel_h, p.stride[0], p.padding[0], p.dilation[0]);
   g.out_w = conv_output_size(g.in_w, g.kernel_w, p.stride[1], p.padding[1], p.dilation[1]);
   // Guard the products the kernels form: every element count must fit in int64.

@@ -161,13 +161,17 @@ inline void check_indices(const char* op, const at::Tensor& indices, c10::IntArr
 // live in pool_windows.h (torch-free, shared with the CUDA kernels).
 
 // ---- adaptive pooling checks ----------------------------------------------------------------
+// torch's order differs between the two: adaptive average pooling checks output_size first,
+// adaptive max pooling the input first (and reports a negative size as its allocation does).
 inline Pool2dGeometry check_adaptive_pool2d(const char* op, const at::Tensor& input,
                                             c10::IntArrayRef output_size, bool max) {
-  TORCH_CHECK(output_size.size() == 2, "cnnext.", op, ": output_size must be 2, but got output_size=",
-              output_size);
-  TORCH_CHECK(output_size[0] >= 0 && output_size[1] >= 0, "cnnext.", op,
-              ": elements of output_size must be greater than or equal to 0 but received {",
-              output_size[0], ", ", output_size[1], "}");
+  if (!max) {
+    TORCH_CHECK(output_size.size() == 2, "cnnext.", op,
+                ": output_size must be 2, but got output_size=", output_size);
+    TORCH_CHECK(output_size[0] >= 0 && output_size[1] >= 0, "cnnext.", op,
+                ": elements of output_size must be greater than or equal to 0 but received {",
+                output_size[0], ", ", output_size[1], "}");
+  }
   TORCH_CHECK(input.dim() == 4, "cnnext.", op,
               "(): Expected a 4D (N, C, H, W) tensor (3D input is batched in Python), but got ",
               input.sizes());
@@ -176,6 +180,15 @@ inline Pool2dGeometry check_adaptive_pool2d(const char* op, const at::Tensor& in
     TORCH_CHECK(input.size(i) > 0, "cnnext.", op,
                 "(): Expected input to have non-zero size for non-batch dimensions, but input "
                 "has sizes ", input.sizes(), " with dimension ", i, " being empty");
+  }
+  if (max) {
+    TORCH_CHECK(output_size.size() == 2, "cnnext.", op,
+                "(): internal error: output_size.size() must be 2 (output_size=", output_size, ")");
+    for (int64_t v : output_size) {
+      TORCH_CHECK(v >= 0, "cnnext.", op, ": Trying to create tensor with negative dimension ", v,
+                  ": [", input.size(0), ", ", input.size(1), ", ", output_size[0], ", ",
+                  output_size[1], "]");
+    }
   }
   return Pool2dGeometry{input.size(0), input.size(1), input.size(2), input.size(3),
                         output_size[0], output_size[1]};
