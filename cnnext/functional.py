@@ -184,8 +184,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 # ---- pooling ------------------------------------------------------------------------------
-# Half types are pooled in float32 on the CPU (our CPU kernels are float32/float64), cast back after.
-_CPU_UPCAST = (torch.float16, torch.bfloat16)
+# Every dtype reaches its kernel as it is (the CPU and CUDA kernels take float16 and bfloat16).
 def _pool_pair(value, name, op):
     """torch's pooling arguments: an int or a tuple of one or two ints."""
     if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
@@ -213,7 +212,7 @@ def _pool_stride(stride, kernel_size, op):
 
 def _pool_input(input, op, max_like):
     """Checks rank (and, for batch-less input, the sizes torch checks before batching);
-    returns (input as 4-D, unbatched, half dtype to restore or None)."""
+    returns (input as 4-D, unbatched)."""
     if input.dim() not in (3, 4):
         if max_like:
             raise RuntimeError(
@@ -237,17 +236,16 @@ def _pool_input(input, op, max_like):
                 f"size for input, but got:{list(input.shape)}"
             )
         input = input.unsqueeze(0)
-    restore = None
-    if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
-        restore = input.dtype
-        input = input.float()
-    return input, unbatched, restore
+    return input, unbatched
 
 
-def _pool_output(out, unbatched, restore):
-    if restore is not None:
-        out = out.to(restore)
+def _pool_output(out, unbatched):
     return out.squeeze(0) if unbatched else out
+
+
+def _needs_no_grad(input):
+    """No gradient can flow to input: max pooling may skip its indices."""
+    return not (torch.is_grad_enabled() and input.requires_grad)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -259,9 +257,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     stride = _pool_stride(stride, kernel_size, op)
     padding = _pool_pair(padding, "padding", op)
     dilation = _pool_pair(dilation, "dilation", op)
-    x, unbatched, restore = _pool_input(input, op, max_like=True)
+    x, unbatched = _pool_input(input, op, max_like=True)
+    if not return_indices and _needs_no_grad(x):
+        out = _cnnext.max_pool2d_values(x, kernel_size, stride, padding, dilation, bool(ceil_mode))
+        return _pool_output(out, unbatched)
     out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, bool(ceil_mode))
-    out = _pool_output(out, unbatched, restore)
+    out = _pool_output(out, unbatched)
     if return_indices:
         return out, (indices.squeeze(0) if unbatched else indices)
     return out
@@ -279,11 +280,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     kernel_size = _pool_pair(kernel_size, "kernel_size", op)
     stride = _pool_stride(stride, kernel_size, op)
     padding = _pool_pair(padding, "padding", op)
-    x, unbatched, restore = _pool_input(input, op, max_like=False)
+    x, unbatched = _pool_input(input, op, max_like=False)
     out = _cnnext.avg_pool2d(
         x, kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override
     )
-    return _pool_output(out, unbatched, restore)
+    return _pool_output(out, unbatched)
 
 
 def _adaptive_output_size(output_size, input, op):
@@ -312,31 +313,26 @@ def _adaptive_input(input, op, output_size):
             f"cnnext.{op}(): Expected 3D or 4D tensor, but got{colon} {list(input.shape)}"
         )
     unbatched = input.dim() == 3
-    restore = None
-    if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
-        restore = input.dtype
-        input = input.float()
-    return (input.unsqueeze(0) if unbatched else input), unbatched, restore, output_size
+    return (input.unsqueeze(0) if unbatched else input), unbatched, output_size
 
 
 def adaptive_avg_pool2d(input, output_size):
     """Same signature and semantics as torch.nn.functional.adaptive_avg_pool2d."""
-    x, unbatched, restore, size = _adaptive_input(input, "adaptive_avg_pool2d", output_size)
-    return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched, restore)
+    x, unbatched, size = _adaptive_input(input, "adaptive_avg_pool2d", output_size)
+    return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Same signature and semantics as torch.nn.functional.adaptive_max_pool2d."""
     op = "adaptive_max_pool2d"
-    x, unbatched, restore, size = _adaptive_input(input, op, output_size)
+    x, unbatched, size = _adaptive_input(input, op, output_size)
     if unbatched and x.shape[1] == 0:
         # torch checks only H and W of a batch-less input; the batched op would reject C = 0.
         out = x.new_empty((0, size[0], size[1]))
         idx = x.new_empty((0, size[0], size[1]), dtype=torch.int64)
-        out = out.to(restore) if restore is not None else out
         return (out, idx) if return_indices else out
     out, indices = _cnnext.adaptive_max_pool2d(x, size)
-    out = _pool_output(out, unbatched, restore)
+    out = _pool_output(out, unbatched)
     if return_indices:
         return out, (indices.squeeze(0) if unbatched else indices)
     return out

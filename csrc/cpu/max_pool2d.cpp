@@ -22,31 +22,52 @@ std::vector<PoolRange> max_cols(const Pool2dGeometry& g, const Pool2dParams& p) 
   });
 }
 
+// Values and (with_indices) flat indices; without, indices is an undefined tensor.
+std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& self,
+                                                   c10::IntArrayRef kernel_size,
+                                                   c10::IntArrayRef stride,
+                                                   c10::IntArrayRef padding,
+                                                   c10::IntArrayRef dilation, bool ceil_mode,
+                                                   bool with_indices) {
+  const char* op = "max_pool2d";
+  const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
+  const Pool2dGeometry g = check_pool2d(op, self, p);
+  check_pool_dtype(op, self, PoolDtypes{true, true, true});
+  const bool cl = wants_channels_last(self);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor input = self.contiguous(fmt);
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, self.options().memory_format(fmt));
+  at::Tensor ind;
+  if (with_indices) {
+    ind = at::empty({g.batch, g.channels, g.out_h, g.out_w},
+                    self.options().dtype(at::kLong).memory_format(fmt));
+  }
+  if (out.numel() == 0) return {out, ind};
+  const PoolLayout L = pool_layout(g, cl);
+  const auto rows = max_rows(g, p), cols = max_cols(g, p);
+  AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "cnnext_max_pool2d_cpu", [&] {
+    max_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                               with_indices ? ind.data_ptr<int64_t>() : nullptr, L, rows, cols,
+                               p.kernel_h * p.kernel_w,
+                               regular_cols(g.in_w, g.out_w, p.kernel_w, p.stride_w, p.pad_w,
+                                            p.dilation_w));
+  });
+  return {out, ind};
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& self,
                                                   c10::IntArrayRef kernel_size,
                                                   c10::IntArrayRef stride,
                                                   c10::IntArrayRef padding,
                                                   c10::IntArrayRef dilation, bool ceil_mode) {
-  const char* op = "max_pool2d";
-  const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
-  const Pool2dGeometry g = check_pool2d(op, self, p);
-  check_pool_dtype(op, self, PoolDtypes{true, true, false});
-  const bool cl = wants_channels_last(self);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor input = self.contiguous(fmt);
-  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, self.options().memory_format(fmt));
-  at::Tensor ind = at::empty({g.batch, g.channels, g.out_h, g.out_w},
-                             self.options().dtype(at::kLong).memory_format(fmt));
-  if (out.numel() == 0) return {out, ind};
-  const PoolLayout L = pool_layout(g, cl);
-  const auto rows = max_rows(g, p), cols = max_cols(g, p);
-  AT_DISPATCH_ALL_TYPES(input.scalar_type(), "cnnext_max_pool2d_cpu", [&] {
-    max_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                               ind.data_ptr<int64_t>(), L, rows, cols, p.kernel_h * p.kernel_w,
-                               regular_cols(g.in_w, g.out_w, p.kernel_w, p.stride_w, p.pad_w,
-                                            p.dilation_w));
-  });
-  return {out, ind};
+  return max_pool2d_impl(self, kernel_size, stride, padding, dilation, ceil_mode, true);
+}
+
+at::Tensor max_pool2d_values_cpu(const at::Tensor& self, c10::IntArrayRef kernel_size,
+                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                 c10::IntArrayRef dilation, bool ceil_mode) {
+  return std::get<0>(
+      max_pool2d_impl(self, kernel_size, stride, padding, dilation, ceil_mode, false));
 }
 
 }  // namespace
@@ -58,7 +79,7 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   check_same_dtype(op, grad_output, "grad_output", self);
   check_same_shape(op, grad_output, "grad_output", {g.batch, g.channels, g.out_h, g.out_w});
   check_indices(op, indices, {g.batch, g.channels, g.out_h, g.out_w}, self);
-  check_pool_dtype(op, self, PoolDtypes{false, false, false});
+  check_pool_dtype(op, self, PoolDtypes{false, false, true});
   const bool cl = wants_channels_last(self);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
@@ -68,7 +89,7 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const PoolLayout L = pool_layout(g, cl);
   bool ok = true;
-  AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {
     ok = max_pool_backward<scalar_t>(go.data_ptr<scalar_t>(), id.data_ptr<int64_t>(),
                                      grad_input.data_ptr<scalar_t>(), L);
   });
@@ -93,6 +114,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 
 TORCH_LIBRARY_IMPL(cnnext, CPU, m) {
   m.impl("max_pool2d", &max_pool2d_cpu);
+  m.impl("max_pool2d_values", &max_pool2d_values_cpu);
   m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
 }
 
