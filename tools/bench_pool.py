@@ -4,13 +4,18 @@ bandwidth (bytes read + written by one `dst.copy_(src)` of the input, measured i
 Run under the timing lock:  flock /tmp/cnnext-timing.lock python tools/bench_pool.py [--quick]
 """
 import argparse
+import os
 import statistics
+import sys
 import time
+
+# This checkout's cnnext, not an installed one (the script's own folder is sys.path[0]).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 import torch.nn.functional as F
 
-import cnnext.functional as CF
+import cnnext.functional as CF  # noqa: E402
 
 # name, op, input shape, kwargs
 ROWS = [
@@ -34,13 +39,17 @@ def fn_of(lib, op, kw):
 
 
 def median_time(fn, reps):
+    """Median of reps calls (the minimum with --min: robust on a shared machine)."""
     fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times) if USE_MIN else statistics.median(times)
+
+
+USE_MIN = False
 
 
 def main():
@@ -48,14 +57,19 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--backward", action="store_true", help="time forward+backward too")
     ap.add_argument("--rows", default="", help="comma-separated row names")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min", action="store_true", help="minimum instead of median")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    global USE_MIN
+    USE_MIN = args.min
+    torch.set_num_threads(args.threads)
     reps = 7 if args.quick else 21
     want = set(args.rows.split(",")) if args.rows else None
     ratios = {}
     print(f"{'row':16s} {'dtype':9s} {'pass':4s} {'torch ms':>9s} {'layout':>6s} {'cnnext ms':>9s} "
           f"{'layout':>6s} {'t/c':>6s} {'torch bw':>8s} {'cnx bw':>7s}")
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in [getattr(torch, d) for d in args.dtypes.split(",")]:
         for name, op, shape, kw in ROWS:
             if want and name not in want:
                 continue

@@ -11,7 +11,8 @@ namespace cnnext::cpu {
 
 at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
                                 const at::Tensor& self, const at::Tensor& indices,
-                                const Pool2dGeometry& g);  // max_pool2d.cpp
+                                const Pool2dGeometry& g,
+                                const Pool2dParams* params);  // max_pool2d.cpp
 
 namespace {
 
@@ -100,7 +101,7 @@ at::Tensor adaptive_max_pool2d_backward_cpu(const at::Tensor& grad_output, const
               ": expected a 4D grad_output, but got grad_output of size ", grad_output.sizes());
   const Pool2dGeometry g = check_adaptive_pool2d(
       op, self, {grad_output.size(2), grad_output.size(3)}, /*max=*/true);
-  return max_pool_scatter_cpu(op, grad_output, self, indices, g);
+  return max_pool_scatter_cpu(op, grad_output, self, indices, g, nullptr);
 }
 
 }  // namespace

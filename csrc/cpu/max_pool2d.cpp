@@ -2,6 +2,7 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "../common/pool_shapes.h"
@@ -75,7 +76,7 @@ at::Tensor max_pool2d_values_cpu(const at::Tensor& self, c10::IntArrayRef kernel
 // Shared with adaptive_max_pool2d_backward: scatters grad_output to the recorded indices.
 at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
                                 const at::Tensor& self, const at::Tensor& indices,
-                                const Pool2dGeometry& g) {
+                                const Pool2dGeometry& g, const Pool2dParams* params) {
   check_same_dtype(op, grad_output, "grad_output", self);
   check_same_shape(op, grad_output, "grad_output", {g.batch, g.channels, g.out_h, g.out_w});
   check_indices(op, indices, {g.batch, g.channels, g.out_h, g.out_w}, self);
@@ -88,10 +89,20 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
   if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const PoolLayout L = pool_layout(g, cl);
+  std::vector<PoolRange> rows, cols;  // empty-window test (max_pool2d only)
+  if (params != nullptr) {
+    rows = max_rows(g, *params);
+    cols = max_cols(g, *params);
+  }
+  auto empty = [](const PoolRange& x) { return x.begin >= x.end; };
+  const bool any_empty = std::any_of(rows.begin(), rows.end(), empty) ||
+                         std::any_of(cols.begin(), cols.end(), empty);
+  const PoolRange* r = any_empty ? rows.data() : nullptr;
+  const PoolRange* c = any_empty ? cols.data() : nullptr;
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {
     ok = max_pool_backward<scalar_t>(go.data_ptr<scalar_t>(), id.data_ptr<int64_t>(),
-                                     grad_input.data_ptr<scalar_t>(), L);
+                                     grad_input.data_ptr<scalar_t>(), L, r, c);
   });
   TORCH_CHECK(ok, "cnnext.", op, ": indices hold values outside [0, ", g.in_h * g.in_w,
               ") (each index is h * W + w within its plane)");
@@ -107,7 +118,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const char* op = "max_pool2d_backward";
   const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
   const Pool2dGeometry g = check_pool2d(op, self, p);
-  return max_pool_scatter_cpu(op, grad_output, self, indices, g);
+  return max_pool_scatter_cpu(op, grad_output, self, indices, g, &p);
 }
 
 }  // namespace

@@ -167,9 +167,11 @@ void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
 }
 
 // grad_input[index] += grad_output, plane by plane. Returns false if an index lies outside
-// its plane (such entries are skipped, never written out of bounds).
+// its plane (such entries are skipped, never written out of bounds) unless its window is
+// empty (rows/cols given: max_pool2d's windows; an empty one contributes nothing).
 template <typename T>
-bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L) {
+bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L,
+                       const PoolRange* rows = nullptr, const PoolRange* cols = nullptr) {
   std::atomic<bool> ok{true};
   const PlaneBlocks pb = plane_blocks(L);
   const Isa isa = active_isa();
@@ -178,12 +180,12 @@ bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const 
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
-        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
+        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
         default: break;
       }
 #endif
-      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
     };
     if (!run()) ok = false;
   });
