@@ -55,7 +55,8 @@ USE_MIN = False
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--backward", action="store_true", help="time forward+backward too")
+    ap.add_argument("--backward", action="store_true",
+                    help="also time forward (with grad) + backward: the training path")
     ap.add_argument("--rows", default="", help="comma-separated row names")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min", action="store_true", help="minimum instead of median")
