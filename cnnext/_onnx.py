@@ -53,6 +53,13 @@ def max_pool2d(self, kernel_size: Sequence[int], stride: Sequence[int],
     return out, _plane_indices(self, indices, [1, 1])
 
 
+def max_pool2d_values(self, kernel_size: Sequence[int], stride: Sequence[int],
+                      padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool):
+    stride = list(stride) if len(stride) else list(kernel_size)
+    return op.MaxPool(self, kernel_shape=list(kernel_size), strides=stride, pads=_pads(padding),
+                      dilations=list(dilation), ceil_mode=int(ceil_mode))
+
+
 def avg_pool2d(self, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int] = None):
     stride = list(stride) if len(stride) else list(kernel_size)
@@ -105,6 +112,7 @@ def translation_table():
     return {
         ops.conv2d.default: conv2d,
         ops.max_pool2d.default: max_pool2d,
+        ops.max_pool2d_values.default: max_pool2d_values,
         ops.avg_pool2d.default: avg_pool2d,
         ops.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
         ops.adaptive_max_pool2d.default: adaptive_max_pool2d,

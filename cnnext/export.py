@@ -35,6 +35,10 @@ def _max_pool2d(self, kernel_size, stride, padding, dilation, ceil_mode):
     )
 
 
+def _max_pool2d_values(self, kernel_size, stride, padding, dilation, ceil_mode):
+    return _aten.max_pool2d.default(self, kernel_size, stride, padding, dilation, ceil_mode)
+
+
 def _max_pool2d_backward(grad_output, self, indices, kernel_size, stride, padding, dilation,
                          ceil_mode):
     return _aten.max_pool2d_with_indices_backward.default(
@@ -90,6 +94,7 @@ def decompositions():
         _cnnext.conv2d.default: _conv2d,
         _cnnext.conv2d_backward.default: _conv2d_backward,
         _cnnext.max_pool2d.default: _max_pool2d,
+        _cnnext.max_pool2d_values.default: _max_pool2d_values,
         _cnnext.max_pool2d_backward.default: _max_pool2d_backward,
         _cnnext.avg_pool2d.default: _avg_pool2d,
         _cnnext.avg_pool2d_backward.default: _avg_pool2d_backward,

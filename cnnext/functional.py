@@ -254,20 +254,24 @@ def _conv2d_general(input, weight, bias, stride, padding, dilation, groups, relu
 
 
 # ---- pooling ------------------------------------------------------------------------------
+_POOL_NATIVE = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
 def _plain_pool_input(input):
-    """A 4-D float32/float64 tensor on a device with native kernels: the operators take it
-    as it is (they check the rest, in torch's order, and keep its layout)."""
+    """A 4-D floating tensor on a device with native kernels: the operators take it as it is
+    (they check the rest, in torch's order, and keep its layout)."""
     dtype = getattr(input, "dtype", None)
     return (
-        (dtype is torch.float32 or dtype is torch.float64)
+        dtype in _POOL_NATIVE
         and type(input) in _TENSOR_TYPES
         and input.dim() == 4
         and (input.is_cpu or input.is_cuda)
     )
 
 
-# Half types are pooled in float32 on the CPU (our CPU kernels are float32/float64), cast back after.
-_CPU_UPCAST = (torch.float16, torch.bfloat16)
+# Dtypes pooled through a float32 copy on the CPU: none since the CPU kernels take float16 and
+# bfloat16 natively (kept as the one place to add a dtype without a native kernel).
+_CPU_UPCAST = ()
 # torch's wording for a window argument of the wrong length (Pooling.cpp's meta functions).
 _POOL_LENGTH_RULE = {
     "kernel_size": "must either be a single int, or a tuple of two ints",
@@ -322,17 +326,21 @@ def _pool_input(input, op, max_like, run_checks):
         if input.shape[0] == 0 or input.shape[1] == 0 or input.shape[2] == 0:
             _checks.raise_pool_sizes_error(op, input, run_checks)
         input = input.unsqueeze(0)
-    restore = None
-    if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
-        restore = input.dtype
-        input = input.float()
-    return input, unbatched, restore
+    return input, unbatched
 
 
-def _pool_output(out, unbatched, restore):
-    if restore is not None:
-        out = out.to(restore)
+def _pool_output(out, unbatched):
     return out.squeeze(0) if unbatched else out
+
+
+def _needs_no_grad(input):
+    """No gradient can flow to input: max pooling may skip its indices."""
+    return not (torch.is_grad_enabled() and input.requires_grad)
+
+
+def _needs_no_grad(input):
+    """No gradient can flow to input: max pooling may skip its indices."""
+    return not (torch.is_grad_enabled() and input.requires_grad)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -344,7 +352,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         stride_ = kernel if stride is None else _int_pair(stride)
         padding_, dilation_ = _int_pair(padding), _int_pair(dilation)
         if kernel is not None and stride_ is not None and padding_ is not None and dilation_ is not None:
-            out, indices = _fast_call(_cnnext.max_pool2d.default, _needs_autograd(input),
+            needs_autograd = _needs_autograd(input)
+            if not return_indices and _needs_no_grad(input):
+                return _fast_call(_cnnext.max_pool2d_values.default, needs_autograd, input, kernel,
+                                  stride_, padding_, dilation_, ceil_mode)
+            out, indices = _fast_call(_cnnext.max_pool2d.default, needs_autograd,
                                       input, kernel, stride_, padding_, dilation_, ceil_mode)
             return (out, indices) if return_indices else out
     op = "max_pool2d"
@@ -355,6 +367,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     ceil_mode = bool(ceil_mode)
     x, unbatched, restore = _pool_input(input, op, True, lambda t: _cnnext.max_pool2d(
         t, kernel_size, stride, padding, dilation, ceil_mode))
+    if not return_indices and _needs_no_grad(x):
+        out = _cnnext.max_pool2d_values(x, kernel_size, stride, padding, dilation, ceil_mode)
+        return _pool_output(out, unbatched, restore)
     out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     out = _pool_output(out, unbatched, restore)
     if return_indices:
@@ -463,10 +478,9 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
         # torch checks only H and W of a batch-less input; the batched op would reject C = 0.
         out = x.new_empty((0, size[0], size[1]))
         idx = x.new_empty((0, size[0], size[1]), dtype=torch.int64)
-        out = out.to(restore) if restore is not None else out
         return (out, idx) if return_indices else out
     out, indices = _cnnext.adaptive_max_pool2d(x, size)
-    out = _pool_output(out, unbatched, restore)
+    out = _pool_output(out, unbatched)
     if return_indices:
         return out, (indices.squeeze(0) if unbatched else indices)
     return out

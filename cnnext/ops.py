@@ -199,6 +199,12 @@ def _max_pool2d_fake(self, kernel_size, stride, padding, dilation, ceil_mode):
     return _pool_empty(self, shape), _pool_empty(self, shape, torch.int64)
 
 
+@torch.library.register_fake("cnnext::max_pool2d_values")
+def _max_pool2d_values_fake(self, kernel_size, stride, padding, dilation, ceil_mode):
+    shape = _pool2d_out_shape("max_pool2d", self, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_empty(self, shape)
+
+
 @torch.library.register_fake("cnnext::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, self, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):
@@ -275,6 +281,27 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "cnnext::adaptive_max_pool2d", _adaptive_max_pool2d_backward, setup_context=_max_setup_context
+)
+
+
+# max_pool2d_values is chosen when no gradient is needed; should one be asked for anyway, the
+# indices are recomputed (the values-only pass never made them).
+def _max_values_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.params = tuple(inputs[1:])
+
+
+def _max_pool2d_values_backward(ctx, grad_output):
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 6
+    (self,) = ctx.saved_tensors
+    _, indices = ops.max_pool2d(self.detach(), *ctx.params)
+    return (ops.max_pool2d_backward(grad_output, self, indices, *ctx.params),) + (None,) * 5
+
+
+torch.library.register_autograd(
+    "cnnext::max_pool2d_values", _max_pool2d_values_backward,
+    setup_context=_max_values_setup_context,
 )
 
 

@@ -52,6 +52,10 @@ TORCH_LIBRARY(cnnext, m) {
   m.def(
       "max_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
       "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  // max_pool2d's values without indices (no index work), for calls that need no gradient.
+  m.def(
+      "max_pool2d_values(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> Tensor");
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");

@@ -38,7 +38,7 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& self, c10::IntArrayRef kernel_size,
   const char* op = "avg_pool2d";
   check_pool2d_rank(op, self);
   const AvgSetup s = avg_setup(op, self, kernel_size, stride, padding, ceil_mode, divisor_override);
-  check_pool_dtype(op, self, PoolDtypes{false, true, false});
+  check_pool_dtype(op, self, PoolDtypes{false, true, true});
   const Pool2dGeometry& g = s.geometry;
   const bool cl = wants_channels_last(self);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -50,7 +50,7 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& self, c10::IntArrayRef kernel_size,
   auto divisor = [&](const PoolRange& rh, const PoolRange& rw) {
     return avg_pool_divisor(rh, rw, count_include_pad, has_div, div_value);
   };
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kLong, input.scalar_type(), "cnnext_avg_pool2d_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kLong, at::kBFloat16, at::kHalf, input.scalar_type(), "cnnext_avg_pool2d_cpu", [&] {
     avg_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                pool_layout(g, cl), s.rows, s.cols,
                                s.params.kernel_h * s.params.kernel_w, divisor,
@@ -70,7 +70,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dGeometry& g = s.geometry;
   check_same_dtype(op, grad_output, "grad_output", self);
   check_same_shape(op, grad_output, "grad_output", {g.batch, g.channels, g.out_h, g.out_w});
-  check_pool_dtype(op, self, PoolDtypes{false, false, false});
+  check_pool_dtype(op, self, PoolDtypes{false, false, true});
   const bool cl = wants_channels_last(self);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
@@ -79,10 +79,12 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const bool has_div = divisor_override.has_value();
   const int64_t div_value = has_div ? *divisor_override : 1;
-  AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_avg_pool2d_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "cnnext_avg_pool2d_backward_cpu", [&] {
     auto share = [&](scalar_t g_out, const PoolRange& rh, const PoolRange& rw) {
-      return g_out / static_cast<scalar_t>(
-                         avg_pool_divisor(rh, rw, count_include_pad, has_div, div_value));
+      using A = at::opmath_type<scalar_t>;
+      return static_cast<scalar_t>(
+          static_cast<A>(g_out) /
+          static_cast<A>(avg_pool_divisor(rh, rw, count_include_pad, has_div, div_value)));
     };
     avg_pool_backward<scalar_t>(go.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
                                 pool_layout(g, cl), s.rows, s.cols, share);

@@ -2,6 +2,7 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "../common/pool_shapes.h"
@@ -22,31 +23,52 @@ std::vector<PoolRange> max_cols(const Pool2dGeometry& g, const Pool2dParams& p) 
   });
 }
 
+// Values and (with_indices) flat indices; without, indices is an undefined tensor.
+std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& self,
+                                                   c10::IntArrayRef kernel_size,
+                                                   c10::IntArrayRef stride,
+                                                   c10::IntArrayRef padding,
+                                                   c10::IntArrayRef dilation, bool ceil_mode,
+                                                   bool with_indices) {
+  const char* op = "max_pool2d";
+  const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
+  const Pool2dGeometry g = check_pool2d(op, self, p);
+  check_pool_dtype(op, self, PoolDtypes{true, true, true});
+  const bool cl = wants_channels_last(self);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor input = self.contiguous(fmt);
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, self.options().memory_format(fmt));
+  at::Tensor ind;
+  if (with_indices) {
+    ind = at::empty({g.batch, g.channels, g.out_h, g.out_w},
+                    self.options().dtype(at::kLong).memory_format(fmt));
+  }
+  if (out.numel() == 0) return {out, ind};
+  const PoolLayout L = pool_layout(g, cl);
+  const auto rows = max_rows(g, p), cols = max_cols(g, p);
+  AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "cnnext_max_pool2d_cpu", [&] {
+    max_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                               with_indices ? ind.data_ptr<int64_t>() : nullptr, L, rows, cols,
+                               p.kernel_h * p.kernel_w,
+                               regular_cols(g.in_w, g.out_w, p.kernel_w, p.stride_w, p.pad_w,
+                                            p.dilation_w));
+  });
+  return {out, ind};
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& self,
                                                   c10::IntArrayRef kernel_size,
                                                   c10::IntArrayRef stride,
                                                   c10::IntArrayRef padding,
                                                   c10::IntArrayRef dilation, bool ceil_mode) {
-  const char* op = "max_pool2d";
-  const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
-  const Pool2dGeometry g = check_pool2d(op, self, p);
-  check_pool_dtype(op, self, PoolDtypes{true, true, false});
-  const bool cl = wants_channels_last(self);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor input = self.contiguous(fmt);
-  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, self.options().memory_format(fmt));
-  at::Tensor ind = at::empty({g.batch, g.channels, g.out_h, g.out_w},
-                             self.options().dtype(at::kLong).memory_format(fmt));
-  if (out.numel() == 0) return {out, ind};
-  const PoolLayout L = pool_layout(g, cl);
-  const auto rows = max_rows(g, p), cols = max_cols(g, p);
-  AT_DISPATCH_ALL_TYPES(input.scalar_type(), "cnnext_max_pool2d_cpu", [&] {
-    max_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                               ind.data_ptr<int64_t>(), L, rows, cols, p.kernel_h * p.kernel_w,
-                               regular_cols(g.in_w, g.out_w, p.kernel_w, p.stride_w, p.pad_w,
-                                            p.dilation_w));
-  });
-  return {out, ind};
+  return max_pool2d_impl(self, kernel_size, stride, padding, dilation, ceil_mode, true);
+}
+
+at::Tensor max_pool2d_values_cpu(const at::Tensor& self, c10::IntArrayRef kernel_size,
+                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                 c10::IntArrayRef dilation, bool ceil_mode) {
+  return std::get<0>(
+      max_pool2d_impl(self, kernel_size, stride, padding, dilation, ceil_mode, false));
 }
 
 }  // namespace
@@ -54,11 +76,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& self,
 // Shared with adaptive_max_pool2d_backward: scatters grad_output to the recorded indices.
 at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
                                 const at::Tensor& self, const at::Tensor& indices,
-                                const Pool2dGeometry& g) {
+                                const Pool2dGeometry& g, const Pool2dParams* params) {
   check_same_dtype(op, grad_output, "grad_output", self);
   check_same_shape(op, grad_output, "grad_output", {g.batch, g.channels, g.out_h, g.out_w});
   check_indices(op, indices, {g.batch, g.channels, g.out_h, g.out_w}, self);
-  check_pool_dtype(op, self, PoolDtypes{false, false, false});
+  check_pool_dtype(op, self, PoolDtypes{false, false, true});
   const bool cl = wants_channels_last(self);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor go = grad_output.contiguous(fmt);
@@ -67,10 +89,20 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
   if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const PoolLayout L = pool_layout(g, cl);
+  std::vector<PoolRange> rows, cols;  // empty-window test (max_pool2d only)
+  if (params != nullptr) {
+    rows = max_rows(g, *params);
+    cols = max_cols(g, *params);
+  }
+  auto empty = [](const PoolRange& x) { return x.begin >= x.end; };
+  const bool any_empty = std::any_of(rows.begin(), rows.end(), empty) ||
+                         std::any_of(cols.begin(), cols.end(), empty);
+  const PoolRange* r = any_empty ? rows.data() : nullptr;
+  const PoolRange* c = any_empty ? cols.data() : nullptr;
   bool ok = true;
-  AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {
     ok = max_pool_backward<scalar_t>(go.data_ptr<scalar_t>(), id.data_ptr<int64_t>(),
-                                     grad_input.data_ptr<scalar_t>(), L);
+                                     grad_input.data_ptr<scalar_t>(), L, r, c);
   });
   TORCH_CHECK(ok, "cnnext.", op, ": indices hold values outside [0, ", g.in_h * g.in_w,
               ") (each index is h * W + w within its plane)");
@@ -86,13 +118,14 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const char* op = "max_pool2d_backward";
   const Pool2dParams p = make_pool2d_params(op, kernel_size, stride, padding, dilation, ceil_mode);
   const Pool2dGeometry g = check_pool2d(op, self, p);
-  return max_pool_scatter_cpu(op, grad_output, self, indices, g);
+  return max_pool_scatter_cpu(op, grad_output, self, indices, g, &p);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(cnnext, CPU, m) {
   m.impl("max_pool2d", &max_pool2d_cpu);
+  m.impl("max_pool2d_values", &max_pool2d_values_cpu);
   m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
 }
 

@@ -14,6 +14,9 @@
 // Backward scatters grad_output into grad_input; each (image, channel) plane is owned by one
 // task and scattered in a fixed order, so results are bit-identical whatever the threads.
 #include <ATen/NumericUtils.h>
+#include <ATen/OpMathType.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <ATen/Parallel.h>
 #include <torch/types.h>
 
@@ -26,6 +29,10 @@
 
 #include "../common/pool_shapes.h"
 #include "gemm/gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace cnnext::cpu {
 
@@ -104,7 +111,7 @@ inline RegularCols regular_cols(int64_t in_w, int64_t out_w, int64_t kernel, int
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")
 namespace pool_avx512 {
 #define POOL_LANES 16
 #include "pool2d_kernels.inc"
@@ -113,7 +120,7 @@ namespace pool_avx512 {
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 namespace pool_avx2 {
 #define POOL_LANES 8
 #include "pool2d_kernels.inc"
@@ -130,33 +137,41 @@ namespace pool_portable {
 
 // ---- max: value and flat index of the first maximum; NaN wins and propagates ---------------
 // Update rule (torch's): take v when v > max or v is NaN. An all -inf window keeps its first
-// element's index.
+// element's index. ind == nullptr: values only (no index is computed or stored).
 template <typename T>
 void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
                       const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
                       int64_t window_area, RegularCols rc = {}) {
   if (L.in_plane() >= (int64_t(1) << 31)) rc = RegularCols{};  // int32 lane indices
   const Isa isa = active_isa();
+  const bool with_index = ind != nullptr;
   for_output_rows(L, window_area, [&](int64_t r0, int64_t r1) {
-    auto run = [&]() {
+    auto run = [&](auto with_index_tag) {
+      constexpr bool WI = decltype(with_index_tag)::value;
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::max_forward_rows<T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
-        case Isa::Avx2: return pool_avx2::max_forward_rows<T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+        case Isa::Avx512: return pool_avx512::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+        case Isa::Avx2: return pool_avx2::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
         default: break;
       }
 #endif
-      pool_portable::max_forward_rows<T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+      pool_portable::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
     };
-    run();
+    if (with_index) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
   });
 }
 
 // grad_input[index] += grad_output, plane by plane. Returns false if an index lies outside
-// its plane (such entries are skipped, never written out of bounds).
+// its plane (such entries are skipped, never written out of bounds) unless its window is
+// empty (rows/cols given: max_pool2d's windows; an empty one contributes nothing).
 template <typename T>
-bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L) {
+bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L,
+                       const PoolRange* rows = nullptr, const PoolRange* cols = nullptr) {
   std::atomic<bool> ok{true};
   const PlaneBlocks pb = plane_blocks(L);
   const Isa isa = active_isa();
@@ -165,12 +180,12 @@ bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const 
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
-        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
+        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
         default: break;
       }
 #endif
-      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, pb.blocks, pb.block, t0, t1);
+      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
     };
     if (!run()) ok = false;
   });

@@ -88,6 +88,15 @@ __device__ __forceinline__ void covering(int64_t y, int64_t in, int64_t out, int
   if (*hi > out) *hi = out;
 }
 
+// Whether input row y is one of output row o's window taps. An output whose window holds no
+// input element records an index that may name an element it never read (torch's rule); the
+// tap test keeps its gradient out.
+__device__ __forceinline__ bool is_tap(int64_t y, int64_t o, int64_t kernel_eff, int64_t stride,
+                                       int64_t pad, int64_t dil) {
+  const int64_t d = y + pad - o * stride;
+  return d >= 0 && d < kernel_eff && d % dil == 0;
+}
+
 template <typename T>
 __global__ void max_pool_backward_kernel(const T* grad_out, const int64_t* indices, T* grad_in,
                                          PoolGeometry g, bool adaptive) {
@@ -101,11 +110,14 @@ __global__ void max_pool_backward_kernel(const T* grad_out, const int64_t* indic
     covering(p.x, g.in_w, g.out_w, keff_w, g.stride_w, g.pad_w, adaptive, &x0, &x1);
     const int64_t target = p.y * g.in_w + p.x;
     acc_t<T> s = 0;
-    for (int64_t oy = y0; oy < y1; ++oy)
+    for (int64_t oy = y0; oy < y1; ++oy) {
+      if (!adaptive && !is_tap(p.y, oy, keff_h, g.stride_h, g.pad_h, g.dil_h)) continue;
       for (int64_t ox = x0; ox < x1; ++ox) {
+        if (!adaptive && !is_tap(p.x, ox, keff_w, g.stride_w, g.pad_w, g.dil_w)) continue;
         const int64_t o = offset(p.n, p.c, oy, ox, g.channels, g.out_h, g.out_w, g.channels_last);
         if (indices[o] == target) s += to_acc(grad_out[o]);
       }
+    }
     grad_in[i] = from_acc<T>(s);
   }
 }

@@ -99,6 +99,14 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& self,
   return max_pool(self, kernel_geometry(self, s, &p), /*adaptive=*/false, op);
 }
 
+// Values only: the indexed kernel's values (on the GPU the index store is a small share of
+// the traffic; a dedicated kernel is not worth a second code path yet).
+at::Tensor max_pool2d_values_cuda(const at::Tensor& self, c10::IntArrayRef kernel_size,
+                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                  c10::IntArrayRef dilation, bool ceil_mode) {
+  return std::get<0>(max_pool2d_cuda(self, kernel_size, stride, padding, dilation, ceil_mode));
+}
+
 at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& self,
                                     const at::Tensor& indices, c10::IntArrayRef kernel_size,
                                     c10::IntArrayRef stride, c10::IntArrayRef padding,
@@ -236,6 +244,7 @@ at::Tensor adaptive_max_pool2d_backward_cuda(const at::Tensor& grad_output,
 
 TORCH_LIBRARY_IMPL(cnnext, CUDA, m) {
   m.impl("max_pool2d", &cnnext::cuda::max_pool2d_cuda);
+  m.impl("max_pool2d_values", &cnnext::cuda::max_pool2d_values_cuda);
   m.impl("max_pool2d_backward", &cnnext::cuda::max_pool2d_backward_cuda);
   m.impl("avg_pool2d", &cnnext::cuda::avg_pool2d_cuda);
   m.impl("avg_pool2d_backward", &cnnext::cuda::avg_pool2d_backward_cuda);
