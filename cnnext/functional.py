@@ -269,9 +269,6 @@ def _plain_pool_input(input):
     )
 
 
-# Dtypes pooled through a float32 copy on the CPU: none since the CPU kernels take float16 and
-# bfloat16 natively (kept as the one place to add a dtype without a native kernel).
-_CPU_UPCAST = ()
 # torch's wording for a window argument of the wrong length (Pooling.cpp's meta functions).
 _POOL_LENGTH_RULE = {
     "kernel_size": "must either be a single int, or a tuple of two ints",
@@ -308,7 +305,8 @@ def _pool_stride(stride, kernel_size, op):
 def _pool_input(input, op, max_like, run_checks):
     """Checks rank (and, for batch-less input, the sizes torch checks before batching) in
     torch's order: run_checks(stand_in) makes the operator's window checks where torch makes
-    them before these; returns (input as 4-D, unbatched, half dtype to restore or None)."""
+    them before these; returns (input as 4-D, unbatched). Every dtype reaches its kernel as it
+    is (the CPU and CUDA kernels take float16 and bfloat16)."""
     if input.dim() not in (3, 4):
         if max_like:
             raise RuntimeError(
@@ -365,13 +363,13 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     padding = _pool_pair(padding, "padding", op)
     dilation = _pool_pair(dilation, "dilation", op)
     ceil_mode = bool(ceil_mode)
-    x, unbatched, restore = _pool_input(input, op, True, lambda t: _cnnext.max_pool2d(
+    x, unbatched = _pool_input(input, op, True, lambda t: _cnnext.max_pool2d(
         t, kernel_size, stride, padding, dilation, ceil_mode))
     if not return_indices and _needs_no_grad(x):
         out = _cnnext.max_pool2d_values(x, kernel_size, stride, padding, dilation, ceil_mode)
-        return _pool_output(out, unbatched, restore)
+        return _pool_output(out, unbatched)
     out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-    out = _pool_output(out, unbatched, restore)
+    out = _pool_output(out, unbatched)
     if return_indices:
         return out, (indices.squeeze(0) if unbatched else indices)
     return out
@@ -400,9 +398,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     args = (kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
     if input.dim() < 3 and divisor_override == 0:  # torch checks the divisor before the rank
         _cnnext.avg_pool2d(input.new_empty((0, 1, 1, 1)), *args)
-    x, unbatched, restore = _pool_input(input, op, False, lambda t: _cnnext.avg_pool2d(t, *args))
+    x, unbatched = _pool_input(input, op, False, lambda t: _cnnext.avg_pool2d(t, *args))
     out = _cnnext.avg_pool2d(x, *args)
-    return _pool_output(out, unbatched, restore)
+    return _pool_output(out, unbatched)
 
 
 def _adaptive_output_size(output_size, input, op):
@@ -437,11 +435,7 @@ def _adaptive_input(input, op, output_size):
                     f"dimensions, but input has sizes {list(input.shape)} with dimension {dim} "
                     "being empty"
                 )
-    restore = None
-    if input.device.type == "cpu" and input.dtype in _CPU_UPCAST:
-        restore = input.dtype
-        input = input.float()
-    return (input.unsqueeze(0) if unbatched else input), unbatched, restore, output_size
+    return (input.unsqueeze(0) if unbatched else input), unbatched, output_size
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -458,15 +452,15 @@ def adaptive_avg_pool2d(input, output_size):
         _cnnext.adaptive_avg_pool2d(input.new_empty((0, 1, 1, 1), dtype=torch.float32), size)
         if tuple(size) == (1, 1):
             return input.mean((-2, -1), keepdim=True)
-    x, unbatched, restore, size = _adaptive_input(input, op, size)
-    return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched, restore)
+    x, unbatched, size = _adaptive_input(input, op, size)
+    return _pool_output(_cnnext.adaptive_avg_pool2d(x, size), unbatched)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Same signature and semantics as torch.nn.functional.adaptive_max_pool2d."""
     op = "adaptive_max_pool2d"
     size = _adaptive_output_size(output_size, input, op)
-    x, unbatched, restore, size = _adaptive_input(input, op, size)
+    x, unbatched, size = _adaptive_input(input, op, size)
     if unbatched and len(size) == 2 and min(size) < 0:
         # torch's allocation error, with the 3-D output shape torch would allocate
         raise RuntimeError(

@@ -9,11 +9,19 @@
 namespace cnnext::cpu {
 namespace {
 
-// Rows of the active ISA's register-blocked micro-kernel (14 on AVX-512, 6 on AVX2): a GEMM
-// with fewer rows than this still pays for a whole sliver.
-double sliver_rows(at::ScalarType dtype) {
+// Rows and columns of the active ISA's register-blocked micro-kernel (14x32 on AVX-512, 6x16
+// on AVX2 for float32): a GEMM with fewer rows or columns still pays for a whole tile.
+struct Tile {
+  double rows, cols;
+};
+Tile micro_tile(at::ScalarType dtype) {
   const Isa isa = active_isa();
-  return dtype == at::kDouble ? gemm_kernels<double>(isa).mr : gemm_kernels<float>(isa).mr;
+  if (dtype == at::kDouble) {
+    const auto& ks = gemm_kernels<double>(isa);
+    return {double(ks.mr), double(ks.nr)};
+  }
+  const auto& ks = gemm_kernels<float>(isa);
+  return {double(ks.mr), double(ks.nr)};
 }
 
 double round_up(double x, double m) { return x <= 0 ? 0 : ((int64_t)((x + m - 1) / m)) * m; }
@@ -43,7 +51,8 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
   const double weights = double(g.out_channels) * Kr;
   const double true_macs = N * G * Cg * P * Kr;
   CostFeatures f{1.0, 1.0, true_macs, elem * (in + out + weights)};
-  const double kSliverRows = sliver_rows(pr.dtype);
+  const Tile tile = micro_tile(pr.dtype);
+  const double kSliverRows = tile.rows, kSliverCols = tile.cols;
   switch (algo) {
     case ConvAlgoId::Depthwise: {
       const double padded = N * g.in_channels *
@@ -57,9 +66,11 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       const double columns = algo == ConvAlgoId::Pointwise ? 0.0 : 2.0 * N * G * Kr * P;
       f.bytes += elem * columns;
       if (pass == ConvPass::GradInput)
-        f.macs = N * G * round_up(Kr, kSliverRows) * P * Cg;
+        f.macs = N * G * round_up(Kr, kSliverRows) * round_up(P, kSliverCols) * Cg;
+      else if (pass == ConvPass::Forward)
+        f.macs = N * G * round_up(Cg, kSliverRows) * round_up(P, kSliverCols) * Kr;
       else
-        f.macs = N * G * round_up(Cg, kSliverRows) * P * Kr;
+        f.macs = N * G * round_up(Cg, kSliverRows) * round_up(Kr, kSliverCols) * P;
       if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
       f.tasks = N * G;
       break;
@@ -68,13 +79,14 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       if (pass == ConvPass::GradInput) {  // the transposed stride-1 problem over grad_output
         const double qw = wide_cols(g.in_w, g.kernel_w, 1, p.dilation[1]);
         const double rows_t = double(g.out_channels) * g.kernel_h * g.kernel_w;
-        f.macs = N * round_up(g.in_channels, kSliverRows) * g.in_h * qw * rows_t;
+        f.macs = N * round_up(g.in_channels, kSliverRows) *
+                 round_up(g.in_h * qw, kSliverCols) * rows_t;
         f.bytes += elem * N * g.out_channels * (g.in_h + (g.kernel_h - 1) * p.dilation[0]) * qw;
       } else {
         const double qw = wide_cols(g.out_w, g.kernel_w, p.stride[1], p.dilation[1]);
         const double rows = padded_extent(g.out_h, g.kernel_h, p.stride[0], p.dilation[0]);
         const double sliver_rows = pass == ConvPass::Forward ? round_up(Cg, kSliverRows) : Cg;
-        f.macs = N * G * sliver_rows * g.out_h * qw * Kr;
+        f.macs = N * G * sliver_rows * round_up(g.out_h * qw, kSliverCols) * Kr;
         f.bytes += elem * N * g.in_channels * rows * qw * p.stride[1];
         if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
       }
@@ -93,8 +105,9 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       break;
     }
     case ConvAlgoId::Matmul:
-      // One GEMM over the batch: rows are images, so thin dimensions are the channels.
-      f.macs = G * round_up(N, kSliverRows) * Cg * Kr;
+      // One GEMM over the batch (rows are images; few rows take the GEMM's small-M path,
+      // which pads no rows): its columns are the output channels.
+      f.macs = G * N * round_up(Cg, kSliverCols) * Kr;
       f.tasks = G;
       break;
     case ConvAlgoId::Count:
