@@ -56,8 +56,9 @@ def max_pool2d(self, kernel_size: Sequence[int], stride: Sequence[int],
 def max_pool2d_values(self, kernel_size: Sequence[int], stride: Sequence[int],
                       padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool):
     stride = list(stride) if len(stride) else list(kernel_size)
-    return op.MaxPool(self, kernel_shape=list(kernel_size), strides=stride, pads=_pads(padding),
-                      dilations=list(dilation), ceil_mode=int(ceil_mode))
+    out, _ = op.MaxPool(self, kernel_shape=list(kernel_size), strides=stride, pads=_pads(padding),
+                        dilations=list(dilation), ceil_mode=int(ceil_mode))
+    return out
 
 
 def avg_pool2d(self, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
