@@ -93,18 +93,28 @@ def _conv_flops(model, x):
     return total
 
 
-def model_case(spec: ModelSpec, batch, training: bool, device, dtype, config=None):
+# Inference rows also timed with cnnext.convert(model, fuse=True) (BatchNorm folded into the
+# conv before it, ReLU in the conv's epilogue), against the same plain torch model.
+FUSED_MODELS = ("resnet50", "mobilenet_v2")
+
+
+def model_case(spec: ModelSpec, batch, training: bool, device, dtype, config=None, fuse=False):
     """config: a configs.LayoutConfig (model and input in its dtype and layout), or None for
-    the run's dtype in NCHW."""
+    the run's dtype in NCHW. fuse: the cnnext side is convert(model.eval(), fuse=True)."""
     torch.manual_seed(0)
     memory_format = config.memory_format if config else torch.contiguous_format
     dtype = config.dtype if config else dtype
     theirs = spec.build().to(device, dtype, memory_format=memory_format)
-    ours = cnnext.convert(theirs)  # a deep copy: same weights, its own parameters
+    if fuse:
+        theirs.eval()
+    # A deep copy: same weights, its own parameters.
+    ours = cnnext.convert(theirs, fuse=True) if fuse else cnnext.convert(theirs)
     x = torch.randn(batch, *spec.input_shape).to(device, dtype, memory_format=memory_format)
     # float64 twins of both models for the correctness gate (see suite.Case.exact).
     exact_theirs = copy.deepcopy(theirs).double() if dtype != torch.float64 else None
-    exact_ours = cnnext.convert(exact_theirs) if exact_theirs is not None else None
+    exact_ours = None
+    if exact_theirs is not None:
+        exact_ours = cnnext.convert(exact_theirs, fuse=True) if fuse else cnnext.convert(exact_theirs)
     if not training:
         theirs.eval(), ours.eval()
         exact = None
@@ -152,6 +162,13 @@ def model_rows(quick, config_keys=()):
                     dtype_override=config.dtype if config else None,
                     make=partial(model_case, spec, batch, training, config=config), spec=spec,
                     flops_fn=partial(_model_flops, spec, batch, training)))
+            if spec.name in FUSED_MODELS and not quick:
+                rows.append(Row(
+                    section="model", name=spec.name, pass_="inference fused",
+                    shape=spec.shape(spec.batch), quick=True, config=key,
+                    dtype_override=config.dtype if config else None,
+                    make=partial(model_case, spec, spec.batch, False, config=config, fuse=True),
+                    spec=spec, flops_fn=partial(_model_flops, spec, spec.batch, False)))
     return rows
 
 

@@ -265,7 +265,8 @@ def test_cli_defaults_and_filter():
     published = {s.name for s in models.MODELS if s.configs}
     assert len(published) >= 5 and published <= set(census.ARCHITECTURES)
     assert {(r.name, r.config, r.pass_) for r in full if r.section == "model" and r.config} == {
-        (m, c, p) for m in published for c in DEFAULT_CONFIGS for p in ("inference", "train step")}
+        (m, c, p) for m in published for c in DEFAULT_CONFIGS for p in ("inference", "train step")
+    } | {(m, c, "inference fused") for m in models.FUSED_MODELS for c in DEFAULT_CONFIGS}
     for r in full:
         if r.config:
             assert r.dtype_override == CONFIGS[r.config].dtype
@@ -341,3 +342,17 @@ def test_a_row_slower_than_its_cap_is_timed_by_the_gate_calls():
     assert result["status"] == "ok" and result["timed"] and result["timed_by_gate"]
     assert calls == ["torch", "cnnext"] and result["torch"]["reps"] == result["cnnext"]["reps"] == 1
     assert result["torch"]["median_ms"] >= 50
+
+
+def test_fused_inference_rows_pass_the_gate_and_are_listed():
+    """convert(model, fuse=True) against the plain torch model: the gate (float32 logits and
+    float64 outputs) passes; the suite lists a fused inference row per configuration for the
+    models whose fusion gain it reports."""
+    row = Row(section="model", name=TINY_MODEL.name, pass_="inference fused",
+              shape=TINY_MODEL.shape(4),
+              make=partial(models.model_case, TINY_MODEL, 4, False, fuse=True),
+              flops_fn=partial(models._model_flops, TINY_MODEL, 4, False))
+    assert run_row(row, "cpu", torch.float32, TINY_TIMING).result["status"] == "ok"
+    listed = {(r.name, r.config) for r in models.model_rows(False, ("f32-nchw",))
+              if r.pass_ == "inference fused"}
+    assert listed == {(name, "f32-nchw") for name in models.FUSED_MODELS}

@@ -85,7 +85,10 @@ class TestPoolingPastInt32Elements:
         mx, idx = fn.adaptive_max_pool2d(huge_input, (7, 9), return_indices=True)
         for n, c in sampled_planes():
             plane = huge_input[n:n + 1, c:c + 1]
-            assert_close(out[n, c], F.adaptive_avg_pool2d(plane, (7, 9))[0, 0])
+            # Against float64: windows of 4 million elements, where torch's own float32 sum
+            # (one running total) is off by about 1%.
+            ref_avg = F.adaptive_avg_pool2d(plane.double(), (7, 9))[0, 0].float()
+            assert_close(out[n, c], ref_avg)
             ref, ref_idx = F.adaptive_max_pool2d(plane, (7, 9), return_indices=True)
             assert torch.equal(mx[n, c], ref[0, 0])
             assert torch.equal(idx[n, c], ref_idx[0, 0])
