@@ -8,21 +8,10 @@ import cnnext
 import cnnext.functional as CF
 from conftest import assert_close
 from test_models import TinyResNet
+# opcheck's one-thread fixture (autouse here too) and its sample maker.
+from test_opcheck import _one_thread, _t  # noqa: F401
 
 ops = torch.ops.cnnext
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # opcheck and gradcheck run many calls on tiny tensors; fork/join would dominate.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _t(*shape, dtype=torch.float64, grad=True, **kw):
-    return torch.randn(*shape, dtype=dtype, **kw).requires_grad_(grad)
 
 
 RELU_SAMPLES = [
