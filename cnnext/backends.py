@@ -43,18 +43,19 @@ class _CpuBackend:
             self.benchmark = previous
 
     def algorithms(self, input_size, weight_size, stride=1, padding=0, dilation=1, groups=1,
-                   dtype=torch.float32, pass_="forward"):
-        """Names of the conv algorithms that apply to a problem (table order)."""
+                   dtype=torch.float32, pass_="forward", channels_last=False):
+        """Names of the conv algorithms that apply to a problem (table order); channels_last:
+        the problem with NHWC activations."""
         return list(torch.ops.cnnext._conv2d_algorithms(
             list(input_size), list(weight_size), *_pairs(stride, padding, dilation), groups,
-            dtype, pass_))
+            dtype, pass_, channels_last))
 
     def choice(self, input_size, weight_size, stride=1, padding=0, dilation=1, groups=1,
-               dtype=torch.float32, pass_="forward"):
+               dtype=torch.float32, pass_="forward", channels_last=False):
         """The algorithm the cost rule (or CNNEXT_CONV_ALGO) picks for a problem."""
         return str(torch.ops.cnnext._conv2d_choice(
             list(input_size), list(weight_size), *_pairs(stride, padding, dilation), groups,
-            dtype, pass_))
+            dtype, pass_, channels_last))
 
 
 def _pairs(*values):

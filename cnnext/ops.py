@@ -22,18 +22,12 @@ def _backward_op(op, *args):
 
 
 # ---- conv2d -------------------------------------------------------------------------------
-def _nhwc_depthwise_layout(input, weight, groups):
+def _nhwc_layout(input):
     """True where the CPU kernel returns channels_last results (csrc/cpu/conv2d.cpp): a
-    channels_last input with one output channel per input channel."""
+    channels_last input."""
     from torch._prims_common import suggest_memory_format
 
-    return (
-        input.device.type == "cpu"
-        and groups > 1
-        and input.shape[1] == groups
-        and weight.shape[0] == groups
-        and suggest_memory_format(input) == torch.channels_last
-    )
+    return input.device.type == "cpu" and suggest_memory_format(input) == torch.channels_last
 
 
 @torch.library.register_fake("cnnext::conv2d")
@@ -60,7 +54,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, relu=Fa
         )
     out_h = conv_output_size(h, weight.shape[2], stride[0], padding[0], dilation[0])
     out_w = conv_output_size(w, weight.shape[3], stride[1], padding[1], dilation[1])
-    if _nhwc_depthwise_layout(input, weight, groups):
+    if _nhwc_layout(input):
         return torch.empty((n, weight.shape[0], out_h, out_w), dtype=input.dtype,
                            device=input.device, memory_format=torch.channels_last)
     return input.new_empty((n, weight.shape[0], out_h, out_w))
@@ -69,7 +63,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, relu=Fa
 @torch.library.register_fake("cnnext::conv2d_backward")
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
     grad_input = input.new_empty(input.shape if output_mask[0] else (0,))
-    if output_mask[0] and _nhwc_depthwise_layout(input, weight, groups):
+    if output_mask[0] and _nhwc_layout(input):
         grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device,
                                  memory_format=torch.channels_last)
     grad_weight = weight.new_empty(weight.shape if output_mask[1] else (0,))

@@ -17,22 +17,24 @@ TORCH_LIBRARY(cnnext, m) {
       "(Tensor, Tensor, Tensor)");
 
   // ---- the CPU conv algorithm table (introspection for tests, tools and benchmarks) -------
-  // pass is "forward", "grad_input" or "grad_weight". Sizes are NCHW input and OIHW weight.
+  // pass is "forward", "grad_input" or "grad_weight". Sizes are NCHW input and OIHW weight;
+  // channels_last asks about the NHWC problem (activations in NHWC).
   m.def(
       "_conv2d_algorithms(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, int groups, ScalarType dtype, str pass_) -> str[]");
+      "int[2] dilation, int groups, ScalarType dtype, str pass_, bool channels_last=False) -> str[]");
   m.def(
       "_conv2d_choice(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, int groups, ScalarType dtype, str pass_) -> str");
+      "int[2] dilation, int groups, ScalarType dtype, str pass_, bool channels_last=False) -> str");
   // [calls, tasks, macs, bytes, estimated seconds] of one row for one pass (conv_cost_model.h).
   m.def(
       "_conv2d_cost_features(int[] input_size, int[] weight_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups, ScalarType dtype, str pass_, "
-      "str algorithm) -> float[]");
+      "str algorithm, bool channels_last=False) -> float[]");
   // Mean nanoseconds of one rule-based choice over `repeats` choices.
   m.def(
       "_conv2d_choice_ns(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, int groups, ScalarType dtype, str pass_, int repeats) -> float");
+      "int[2] dilation, int groups, ScalarType dtype, str pass_, int repeats, "
+      "bool channels_last=False) -> float");
   // cnnext.backends.cpu.benchmark: set (enabled given) and read the flag; the cache's size,
   // emptied first when clear.
   m.def("_conv2d_benchmark(bool? enabled) -> bool");

@@ -33,8 +33,10 @@ sys.path.insert(0, ROOT)
 import cnnext  # noqa: E402
 
 PASSES = ("forward", "grad_input", "grad_weight")
-ALGORITHMS = ("direct", "pointwise", "winograd", "implicit", "im2col", "matmul")  # ConvAlgoId order
-TABLE_ORDER = ("direct", "matmul", "pointwise", "winograd", "implicit", "im2col")  # ties
+ALGORITHMS = ("direct", "pointwise", "winograd", "implicit", "im2col", "matmul",  # ConvAlgoId order
+              "pointwise_nhwc", "im2col_nhwc")
+TABLE_ORDER = ("direct_nhwc", "direct", "matmul", "pointwise_nhwc", "pointwise", "winograd",
+               "implicit", "im2col_nhwc", "im2col")  # ties
 DEFAULT_FIT = os.path.join(ROOT, "csrc", "cpu", "conv_cost_fit.json")
 COEFFICIENTS_H = os.path.join(ROOT, "csrc", "cpu", "conv_cost_coefficients.h")
 

@@ -2,11 +2,12 @@
 // algorithm table (conv_algorithms.h) chosen by conv_select.h. The algorithms live in
 // conv_algo_*.cpp.
 //
-// Layouts: results are channels_last where the input is and the geometry has NHWC rows in the
-// table (nhwc_geometry; cnnext/ops.py's fake kernels state the same rule), computed on the
-// tensors as they lie. Elsewhere the NCHW rows run (channels_last inputs copied once). A row
-// forced with CNNEXT_CONV_ALGO that has no NHWC form runs on NCHW copies, its results
-// converted back, so forcing never changes a result's layout.
+// Layouts: output and grad_input are channels_last where the input is (cnnext/ops.py's fake
+// kernels state the same rule), computed on the tensors as they lie by the table's NHWC rows.
+// A row forced with CNNEXT_CONV_ALGO that has no NHWC form runs on NCHW copies, its results
+// converted back, so forcing never changes a result's layout. (torch also returns
+// channels_last for an NCHW input with a channels_last weight: cnnext/functional.py converts
+// that output, as torch's own kernel copies the input.)
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -15,7 +16,6 @@
 #include "../common/conv_shapes.h"
 #include "conv_algorithms.h"
 #include "conv_select.h"
-#include "depthwise_conv2d_nhwc.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -35,10 +35,8 @@ ConvProblem make_problem(const Conv2dGeometry& g, const Conv2dParams& p, at::Sca
 
 constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
-bool nhwc_geometry(const Conv2dGeometry& g) { return depthwise_nhwc_applies(g); }
-
-bool nhwc_results(const at::Tensor& input, const Conv2dGeometry& g) {
-  return nhwc_geometry(g) && input.suggest_memory_format() == kChannelsLast;
+bool nhwc_results(const at::Tensor& input) {
+  return input.suggest_memory_format() == kChannelsLast;
 }
 
 // t copied into at::empty's channels_last strides (those the fake kernels give), even where
@@ -71,7 +69,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cpu_dtype(input_);
-  const bool cl_results = nhwc_results(input_, g);
+  const bool cl_results = nhwc_results(input_);
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
   const bool in_nhwc = cl_results && layout_served(nhwc, ConvPass::Forward);
   const auto layout = in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous;
@@ -139,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   const Conv2dGeometry g = check_conv2d(input_, weight_, c10::nullopt, p);
   check_cpu_dtype(input_);
   check_conv2d_grad_output(grad_output_, input_, g);
-  const bool cl_results = nhwc_results(input_, g);
+  const bool cl_results = nhwc_results(input_);
   const ConvProblem nchw = make_problem(g, p, input_.scalar_type(), false);
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
   const bool gi_nhwc = cl_results && layout_served(nhwc, ConvPass::GradInput);

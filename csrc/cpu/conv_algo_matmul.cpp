@@ -14,7 +14,8 @@ namespace cnnext::cpu {
 namespace {
 
 bool applies(const ConvProblem& pr, ConvPass) {
-  return !pr.channels_last && (pr.dtype == at::kFloat || pr.dtype == at::kDouble) &&
+  // 1x1 maps lie the same in NCHW and NHWC: the row serves both layouts.
+  return (pr.dtype == at::kFloat || pr.dtype == at::kDouble) &&
          is_pointwise(pr.g, pr.p) &&
          pr.g.in_h == 1 && pr.g.in_w == 1;
 }

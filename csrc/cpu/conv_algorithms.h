@@ -24,7 +24,8 @@ struct ConvProblem {
   bool channels_last;  // activations (input, output and their gradients) in NHWC
 };
 
-// The tensors of one call, contiguous in the problem's layout (the weight always OIHW). Forward reads input, weight, bias (undefined when
+// The tensors of one call, contiguous in the problem's layout (the weight always OIHW;
+// NHWC rows repack it as they need). Forward reads input, weight, bias (undefined when
 // absent) and writes every element of output. GradInput reads grad_output and weight and writes
 // every element of grad_input. GradWeight reads grad_output and input and writes every element
 // of grad_weight (sum over the batch in a fixed order: deterministic for a given thread count).
@@ -58,6 +59,8 @@ extern const ConvAlgorithm kWinogradAlgorithm;   // conv_algo_winograd.cpp
 extern const ConvAlgorithm kImplicitAlgorithm;   // conv_algo_implicit.cpp
 extern const ConvAlgorithm kIm2colAlgorithm;     // conv_algo_im2col.cpp
 extern const ConvAlgorithm kMatmulAlgorithm;     // conv_algo_matmul.cpp
+extern const ConvAlgorithm kPointwiseNhwcAlgorithm;  // conv_algo_pointwise_nhwc.cpp
+extern const ConvAlgorithm kIm2colNhwcAlgorithm;     // conv_algo_im2col_nhwc.cpp
 
 inline bool is_pointwise(const Conv2dGeometry& g, const Conv2dParams& p) {
   return g.kernel_h == 1 && g.kernel_w == 1 && p.stride[0] == 1 && p.stride[1] == 1 &&

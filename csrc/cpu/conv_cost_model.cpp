@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "conv2d_workspace.h"
 #include "conv_cost_coefficients.h"
 #include "gemm/gemm.h"
 #include "gemm/microkernel.h"
@@ -110,6 +111,38 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       f.macs = G * N * round_up(Cg, kSliverCols) * Kr;
       f.tasks = G;
       break;
+    case ConvAlgoId::PointwiseNhwc: {
+      // One GEMM per group over all pixels of the batch: rows are pixels (never padded in
+      // practice), columns the output channels (forward), input channels (grad_input), or a
+      // Cout x Cin block summed over pixels (grad_weight). A strided layer gathers its pixels.
+      const double pixels = N * P;
+      if (pass == ConvPass::Forward)
+        f.macs = G * pixels * round_up(Cg, kSliverCols) * Kr;
+      else if (pass == ConvPass::GradInput)
+        f.macs = G * pixels * round_up(Kr, kSliverCols) * Cg;
+      else
+        f.macs = G * round_up(Cg, kSliverRows) * round_up(Kr, kSliverCols) * pixels;
+      if (!is_pointwise(g, p)) f.bytes += elem * 2.0 * pixels * g.in_channels;
+      if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
+      f.tasks = G;
+      break;
+    }
+    case ConvAlgoId::Im2colNhwc: {
+      // Pixel-row chunks of NHWC columns (each tap a run of C_in values) times the OHWI
+      // weight: columns written and read once; grad_input gathers grad_output the same way.
+      const double pixels = N * P;
+      f.bytes += elem * 2.0 * G * pixels * Kr;
+      if (pass == ConvPass::Forward)
+        f.macs = G * pixels * round_up(Cg, kSliverCols) * Kr;
+      else if (pass == ConvPass::GradInput)
+        f.macs = G * pixels * round_up(Kr / (g.kernel_h * g.kernel_w), kSliverCols) * Cg *
+                 g.kernel_h * g.kernel_w;
+      else
+        f.macs = G * round_up(Cg, kSliverRows) * round_up(Kr, kSliverCols) * pixels;
+      if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
+      f.tasks = G * std::max(1.0, pixels * Kr * elem / double(conv_workspace_budget_bytes()));
+      break;
+    }
     case ConvAlgoId::Count:
       break;
   }

@@ -12,7 +12,18 @@
 
 namespace cnnext::cpu {
 
-enum class ConvAlgoId : int { Depthwise = 0, Pointwise, Winograd, Implicit, Im2col, Matmul, Count };
+// The NHWC depthwise row shares Depthwise's coefficients (the same features fit both).
+enum class ConvAlgoId : int {
+  Depthwise = 0,
+  Pointwise,
+  Winograd,
+  Implicit,
+  Im2col,
+  Matmul,
+  PointwiseNhwc,
+  Im2colNhwc,
+  Count
+};
 
 struct CostFeatures {
   double calls, tasks, macs, bytes;

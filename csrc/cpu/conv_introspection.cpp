@@ -25,21 +25,22 @@ ConvPass parse_pass(c10::string_view name) {
 
 ConvProblem make_problem(c10::IntArrayRef in, c10::IntArrayRef w, c10::IntArrayRef stride,
                          c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                         at::ScalarType dtype) {
+                         at::ScalarType dtype, bool channels_last) {
   TORCH_CHECK(in.size() == 4 && w.size() == 4,
               "cnnext: expected 4 input and 4 weight sizes, got ", in, " and ", w);
   const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
   // The real checks, on meta tensors: a geometry the operator would reject is rejected here.
   const auto meta = at::TensorOptions().dtype(dtype).device(at::kMeta);
   const Conv2dGeometry g = check_conv2d(at::empty(in, meta), at::empty(w, meta), c10::nullopt, p);
-  return ConvProblem{g, p, dtype, at::get_num_threads(), false};
+  return ConvProblem{g, p, dtype, at::get_num_threads(), channels_last};
 }
 
 std::vector<std::string> algorithms(c10::IntArrayRef in, c10::IntArrayRef w,
                                     c10::IntArrayRef stride, c10::IntArrayRef padding,
                                     c10::IntArrayRef dilation, int64_t groups,
-                                    at::ScalarType dtype, c10::string_view pass) {
-  const ConvProblem pr = make_problem(in, w, stride, padding, dilation, groups, dtype);
+                                    at::ScalarType dtype, c10::string_view pass, bool channels_last) {
+  const ConvProblem pr =
+      make_problem(in, w, stride, padding, dilation, groups, dtype, channels_last);
   std::vector<std::string> names;
   for (const ConvAlgorithm* a : applicable_algorithms(pr, parse_pass(pass))) names.push_back(a->name);
   return names;
@@ -47,8 +48,9 @@ std::vector<std::string> algorithms(c10::IntArrayRef in, c10::IntArrayRef w,
 
 std::string choice(c10::IntArrayRef in, c10::IntArrayRef w, c10::IntArrayRef stride,
                    c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                   at::ScalarType dtype, c10::string_view pass) {
-  const ConvProblem pr = make_problem(in, w, stride, padding, dilation, groups, dtype);
+                   at::ScalarType dtype, c10::string_view pass, bool channels_last) {
+  const ConvProblem pr =
+      make_problem(in, w, stride, padding, dilation, groups, dtype, channels_last);
   const ConvAlgorithm* a = choose_by_rule(pr, parse_pass(pass));
   return a == nullptr ? std::string() : std::string(a->name);
 }
@@ -57,10 +59,14 @@ std::vector<double> cost_features_of(c10::IntArrayRef in, c10::IntArrayRef w,
                                      c10::IntArrayRef stride, c10::IntArrayRef padding,
                                      c10::IntArrayRef dilation, int64_t groups,
                                      at::ScalarType dtype, c10::string_view pass,
-                                     c10::string_view algorithm) {
-  const ConvProblem pr = make_problem(in, w, stride, padding, dilation, groups, dtype);
+                                     c10::string_view algorithm, bool channels_last) {
+  const ConvProblem pr =
+      make_problem(in, w, stride, padding, dilation, groups, dtype, channels_last);
   const ConvPass ps = parse_pass(pass);
-  static const char* const ids[] = {"direct", "pointwise", "winograd", "implicit", "im2col", "matmul"};
+  static const char* const ids[] = {"direct",   "pointwise",      "winograd",   "implicit",
+                                    "im2col",   "matmul",         "pointwise_nhwc",
+                                    "im2col_nhwc"};
+  static_assert(sizeof(ids) / sizeof(ids[0]) == static_cast<size_t>(ConvAlgoId::Count));
   for (int i = 0; i < static_cast<int>(ConvAlgoId::Count); ++i) {
     if (algorithm != ids[i]) continue;
     const ConvAlgoId id = static_cast<ConvAlgoId>(i);
@@ -72,8 +78,10 @@ std::vector<double> cost_features_of(c10::IntArrayRef in, c10::IntArrayRef w,
 
 double choice_ns(c10::IntArrayRef in, c10::IntArrayRef w, c10::IntArrayRef stride,
                  c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                 at::ScalarType dtype, c10::string_view pass, int64_t repeats) {
-  const ConvProblem pr = make_problem(in, w, stride, padding, dilation, groups, dtype);
+                 at::ScalarType dtype, c10::string_view pass, int64_t repeats,
+                 bool channels_last) {
+  const ConvProblem pr =
+      make_problem(in, w, stride, padding, dilation, groups, dtype, channels_last);
   const ConvPass ps = parse_pass(pass);
   TORCH_CHECK(repeats > 0, "cnnext: repeats must be positive, got ", repeats);
   const ConvAlgorithm* volatile sink = nullptr;

@@ -13,14 +13,14 @@
 namespace cnnext::cpu {
 namespace {
 
-// The row CNNEXT_CONV_ALGO names for this problem ("direct" is the depthwise rows' name, in
-// either layout).
+// The row CNNEXT_CONV_ALGO names for this problem: "direct", "pointwise" and "im2col" name
+// the NHWC row of that kind for a channels_last problem.
 const ConvAlgorithm* forced_algorithm(const ConvProblem& pr) {
   switch (conv_algo_override()) {
     case ConvAlgo::Auto:
       return nullptr;
     case ConvAlgo::Im2col:
-      return &kIm2colAlgorithm;
+      return pr.channels_last ? &kIm2colNhwcAlgorithm : &kIm2colAlgorithm;
     case ConvAlgo::Direct:
       return pr.channels_last ? &kDepthwiseNhwcAlgorithm : &kDepthwiseAlgorithm;
     case ConvAlgo::Winograd:
@@ -28,7 +28,7 @@ const ConvAlgorithm* forced_algorithm(const ConvProblem& pr) {
     case ConvAlgo::Implicit:
       return &kImplicitAlgorithm;
     case ConvAlgo::Pointwise:
-      return &kPointwiseAlgorithm;
+      return pr.channels_last ? &kPointwiseNhwcAlgorithm : &kPointwiseAlgorithm;
     case ConvAlgo::Matmul:
       return &kMatmulAlgorithm;
   }
