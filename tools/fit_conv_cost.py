@@ -34,7 +34,7 @@ import cnnext  # noqa: E402
 
 PASSES = ("forward", "grad_input", "grad_weight")
 ALGORITHMS = ("direct", "pointwise", "winograd", "implicit", "im2col", "matmul",  # ConvAlgoId order
-              "pointwise_nhwc", "im2col_nhwc")
+              "pointwise_nhwc", "im2col_nhwc", "direct_nhwc")
 TABLE_ORDER = ("direct_nhwc", "direct", "matmul", "pointwise_nhwc", "pointwise", "winograd",
                "implicit", "im2col_nhwc", "im2col")  # ties
 DEFAULT_FIT = os.path.join(ROOT, "csrc", "cpu", "conv_cost_fit.json")

@@ -26,6 +26,8 @@ struct Conv2dGeometry {
   int64_t col_rows() const { return in_channels_per_group() * kernel_h * kernel_w; }
   int64_t out_plane() const { return out_h * out_w; }
   int64_t in_plane() const { return in_h * in_w; }
+  int64_t input_numel() const { return batch * in_channels * in_plane(); }
+  int64_t output_numel() const { return batch * out_channels * out_plane(); }
 };
 
 inline std::array<int64_t, 2> to_pair(c10::IntArrayRef v, const char* name) {

@@ -3,8 +3,9 @@
 // conv_algo_*.cpp.
 //
 // Layouts: output and grad_input are channels_last where the input is (cnnext/ops.py's fake
-// kernels state the same rule), computed on the tensors as they lie by the table's NHWC rows.
-// A row forced with CNNEXT_CONV_ALGO that has no NHWC form runs on NCHW copies, its results
+// kernels state the same rule), computed on the tensors as they lie by the table's NHWC rows,
+// or by the NCHW rows on copies where the cost rule says the copies pay (choose_nhwc). A row
+// forced with CNNEXT_CONV_ALGO that has no NHWC form runs on NCHW copies, its results
 // converted back, so forcing never changes a result's layout. (torch also returns
 // channels_last for an NCHW input with a channels_last weight: cnnext/functional.py converts
 // that output, as torch's own kernel copies the input.)
@@ -71,7 +72,10 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   check_cpu_dtype(input_);
   const bool cl_results = nhwc_results(input_);
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
-  const bool in_nhwc = cl_results && layout_served(nhwc, ConvPass::Forward);
+  const double elem = static_cast<double>(input_.element_size());
+  const bool in_nhwc =
+      cl_results &&
+      choose_nhwc(nhwc, ConvPass::Forward, elem * double(g.input_numel() + g.output_numel()));
   const auto layout = in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous;
   ConvTensors t;
   t.input = input_.contiguous(layout);
@@ -140,8 +144,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   const bool cl_results = nhwc_results(input_);
   const ConvProblem nchw = make_problem(g, p, input_.scalar_type(), false);
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
-  const bool gi_nhwc = cl_results && layout_served(nhwc, ConvPass::GradInput);
-  const bool gw_nhwc = cl_results && layout_served(nhwc, ConvPass::GradWeight);
+  // The NCHW rows would copy grad_output and the pass's other activation.
+  const double copy_bytes =
+      static_cast<double>(input_.element_size()) * (g.input_numel() + g.output_numel());
+  const bool gi_nhwc = cl_results && choose_nhwc(nhwc, ConvPass::GradInput, copy_bytes);
+  const bool gw_nhwc = cl_results && choose_nhwc(nhwc, ConvPass::GradWeight, copy_bytes);
   // grad_output in each layout some pass reads, made contiguous once.
   at::Tensor go_nchw, go_nhwc;
   const auto grad_output_in = [&](bool in_nhwc) -> const at::Tensor& {

@@ -80,9 +80,13 @@ void run_nhwc(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
                              [&] { run_nhwc_typed<scalar_t>(pr, pass, t); });
 }
 
+double nhwc_cost(const ConvProblem& pr, ConvPass pass) {
+  return estimate_seconds(ConvAlgoId::DepthwiseNhwc, pr, pass);
+}
+
 }  // namespace
 
 const ConvAlgorithm kDepthwiseAlgorithm{"direct", applies, cost, run};
-const ConvAlgorithm kDepthwiseNhwcAlgorithm{"direct_nhwc", nhwc_applies, cost, run_nhwc};
+const ConvAlgorithm kDepthwiseNhwcAlgorithm{"direct_nhwc", nhwc_applies, nhwc_cost, run_nhwc};
 
 }  // namespace cnnext::cpu

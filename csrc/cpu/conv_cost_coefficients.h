@@ -3,7 +3,7 @@
 // Fitted 2026-11-30 21:42 on 2538 census problems (torch 2.13.0+cpu, 2 threads, float32).
 // [algorithm][pass][c_call (s), c_task (s), c_mac (s per multiply-add), c_byte (s per byte)]
 namespace cnnext::cpu {
-constexpr double kConvCostCoefficients[8][3][4] = {
+constexpr double kConvCostCoefficients[9][3][4] = {
     {{3.5566e-05, 0, 1.81726e-11, 2.37068e-11}, {4.16714e-05, 0, 1.0746e-11, 3.77154e-11}, {4.63251e-05, 0, 2.64653e-11, 2.20372e-11}},  // direct
     {{2.22663e-05, 5.67575e-07, 1.44956e-11, 2.59822e-11}, {2.57789e-05, 4.54186e-07, 1.34011e-11, 2.68773e-11}, {2.2805e-05, 8.60438e-07, 1.35894e-11, 4.00501e-11}},  // pointwise
     {{8.51805e-05, 0, 1.44173e-11, 4.45276e-11}, {8.71075e-05, 0, 1.44721e-11, 4.24922e-11}, {1, 0, 0, 0}},  // winograd
@@ -12,5 +12,8 @@ constexpr double kConvCostCoefficients[8][3][4] = {
     {{1.85334e-05, 0, 1.35468e-11, 2.96528e-11}, {2.16061e-05, 0, 1.247e-11, 2.60386e-11}, {2.09927e-05, 0, 0, 1.30988e-10}},  // matmul
     {{2.22663e-05, 5.67575e-07, 1.44956e-11, 2.59822e-11}, {2.57789e-05, 4.54186e-07, 1.34011e-11, 2.68773e-11}, {2.2805e-05, 8.60438e-07, 1.35894e-11, 4.00501e-11}},  // pointwise_nhwc
     {{2.41669e-05, 1.12751e-07, 1.41148e-11, 2.15935e-11}, {2.60628e-05, 2.78251e-07, 1.04004e-11, 5.43943e-11}, {2.88924e-05, 7.30769e-08, 1.47455e-11, 2.07219e-11}},  // im2col_nhwc
+    {{3.5566e-05, 0, 1.81726e-11, 2.37068e-11}, {4.16714e-05, 0, 1.0746e-11, 3.77154e-11}, {4.63251e-05, 0, 2.64653e-11, 2.20372e-11}},  // direct_nhwc
 };
+// [c_call (s), c_byte (s per byte)] of one NCHW <-> NHWC activation copy.
+constexpr double kLayoutCopyCoefficients[2] = {5e-06, 2.5e-10};
 }  // namespace cnnext::cpu

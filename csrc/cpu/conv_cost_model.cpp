@@ -55,6 +55,7 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
   const Tile tile = micro_tile(pr.dtype);
   const double kSliverRows = tile.rows, kSliverCols = tile.cols;
   switch (algo) {
+    case ConvAlgoId::DepthwiseNhwc:  // the same work in the other layout
     case ConvAlgoId::Depthwise: {
       const double padded = N * g.in_channels *
                             padded_extent(g.out_h, g.kernel_h, p.stride[0], p.dilation[0]) *
@@ -150,6 +151,10 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
   if (pr.dtype == at::kDouble) f.macs *= 2.0;
   // The coefficients are fitted per machine: a kernel's speed depends on the ISA it runs.
   return f;
+}
+
+double layout_copy_seconds(double bytes) {
+  return kLayoutCopyCoefficients[0] + kLayoutCopyCoefficients[1] * bytes;
 }
 
 double estimate_seconds(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass) {

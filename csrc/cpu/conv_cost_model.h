@@ -12,9 +12,8 @@
 
 namespace cnnext::cpu {
 
-// The NHWC depthwise row shares Depthwise's coefficients (the same features fit both).
 enum class ConvAlgoId : int {
-  Depthwise = 0,
+  Depthwise = 0,  // NCHW direct
   Pointwise,
   Winograd,
   Implicit,
@@ -22,6 +21,7 @@ enum class ConvAlgoId : int {
   Matmul,
   PointwiseNhwc,
   Im2colNhwc,
+  DepthwiseNhwc,
   Count
 };
 
@@ -31,5 +31,9 @@ struct CostFeatures {
 
 CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass);
 double estimate_seconds(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass);
+
+// Estimated seconds to convert `bytes` bytes of activations between NCHW and NHWC (torch's
+// copy_ of a permuted tensor), fitted beside the rows' coefficients.
+double layout_copy_seconds(double bytes);
 
 }  // namespace cnnext::cpu

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "conv2d_workspace.h"
+#include "conv_cost_model.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -120,6 +121,17 @@ bool layout_served(const ConvProblem& pr, ConvPass pass) {
   const ConvAlgorithm* forced = forced_algorithm(pr);
   if (forced != nullptr && !forced->applies(pr, pass)) return false;
   return !applicable_algorithms(pr, pass).empty();
+}
+
+bool choose_nhwc(const ConvProblem& nhwc, ConvPass pass, double copy_bytes) {
+  if (!layout_served(nhwc, pass)) return false;
+  if (forced_algorithm(nhwc) != nullptr) return true;  // the forced row has an NHWC form
+  ConvProblem nchw = nhwc;
+  nchw.channels_last = false;
+  const ConvAlgorithm* a = choose_by_rule(nhwc, pass);
+  const ConvAlgorithm* b = choose_by_rule(nchw, pass);
+  if (b == nullptr) return true;
+  return a->cost(nhwc, pass) <= b->cost(nchw, pass) + layout_copy_seconds(copy_bytes);
 }
 
 const ConvAlgorithm* choose_by_rule(const ConvProblem& pr, ConvPass pass) {

@@ -27,6 +27,12 @@ const ConvAlgorithm* choose_conv_algorithm(const ConvProblem& pr, ConvPass pass,
 // other layout's rows on copies).
 bool layout_served(const ConvProblem& pr, ConvPass pass);
 
+// Whether a channels_last call runs the NHWC problem's rows on its tensors as they lie (true)
+// or the NCHW rows on copies (false), moving `copy_bytes` bytes through layout copies. The
+// override decides when it names a row; else the cost rule compares the best NHWC estimate
+// with the best NCHW estimate plus the copies' estimate (layout_copy_seconds).
+bool choose_nhwc(const ConvProblem& nhwc, ConvPass pass, double copy_bytes);
+
 // Applicable rows in table order.
 std::vector<const ConvAlgorithm*> applicable_algorithms(const ConvProblem& pr, ConvPass pass);
 
