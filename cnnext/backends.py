@@ -42,6 +42,10 @@ class _CpuBackend:
         finally:
             self.benchmark = previous
 
+    def isa(self):
+        """The ISA the CPU kernels run: "avx512", "avx2" or "portable" (CNNEXT_ISA narrows it)."""
+        return str(torch.ops.cnnext._cpu_isa())
+
     def algorithms(self, input_size, weight_size, stride=1, padding=0, dilation=1, groups=1,
                    dtype=torch.float32, pass_="forward", channels_last=False):
         """Names of the conv algorithms that apply to a problem (table order); channels_last:

@@ -39,6 +39,8 @@ TORCH_LIBRARY(cnnext, m) {
   // emptied first when clear.
   m.def("_conv2d_benchmark(bool? enabled) -> bool");
   m.def("_conv2d_benchmark_cache(bool clear) -> int");
+  // The ISA the CPU kernels run ("avx512", "avx2" or "portable"): CNNEXT_ISA narrowed to the CPU.
+  m.def("_cpu_isa() -> str");
 
   // ---- GEMM (exposed for tests and the benchmark's GEMM row) ----------------------------
   // C = alpha * op(a) @ op(b) + beta * c; isa is "auto", "avx512", "avx2" or "portable".

@@ -14,6 +14,10 @@ import cnnext
 
 PASSES = ("forward", "grad_input", "grad_weight")
 ROWS = ("direct", "matmul", "pointwise", "winograd", "implicit", "im2col")
+NHWC_ROWS = ("direct_nhwc", "matmul", "pointwise_nhwc", "im2col_nhwc")
+# CNNEXT_CONV_ALGO values: on a channels_last call "direct", "pointwise" and "im2col" force the
+# NHWC row of that kind; the others (no NHWC form) run their NCHW row on copies.
+KNOBS = (None, "direct", "matmul", "pointwise", "winograd", "implicit", "im2col")
 CENSUS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "census_layers.json")
 
 # (N, C_in, H, W, C_out, (kh, kw), stride, padding, dilation, groups): one of each kind the
@@ -45,17 +49,21 @@ def _problem(shape):
     return (n, c, h, w), (co, c // g, *k), s, p, d, g
 
 
-def _passes(shape, dtype, seed=0):
+def _passes(shape, dtype, seed=0, channels_last=False):
     """Forward output, grad_input and grad_weight through cnnext's operators, and torch's."""
     (n, c, h, w), wsize, s, p, d, g = _problem(shape)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     wt = torch.randn(*wsize, generator=gen, dtype=dtype)
     b = torch.randn(wsize[0], generator=gen, dtype=dtype)
     pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
     args = (pair(s), pair(p), pair(d), g)
     y = torch.ops.cnnext.conv2d(x, wt, b, *args)
     go = torch.randn(y.shape, generator=gen, dtype=dtype)
+    if channels_last:
+        go = go.contiguous(memory_format=torch.channels_last)
     gi, _, _ = torch.ops.cnnext.conv2d_backward(go, x, wt, *args, [True, False, False])
     _, gw, _ = torch.ops.cnnext.conv2d_backward(go, x, wt, *args, [False, True, False])
     xr, wr = x.clone().requires_grad_(), wt.clone().requires_grad_()
@@ -129,6 +137,31 @@ def test_rule_picks_an_applicable_row_for_every_census_shape(monkeypatch, dtype)
                 assert choice != "winograd"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:5])) + f"k{s[5]}s{s[6]}g{s[9]}")
+def test_channels_last_calls_match_torch_and_stay_channels_last(monkeypatch, shape, dtype):
+    """Whichever layout runs (NHWC rows on the tensors as they lie, or NCHW rows on copies,
+    by the rule or forced), a channels_last input gives channels_last output and grad_input
+    with torch's values."""
+    for knob in KNOBS:
+        _env(monkeypatch, knob)
+        for ps, (actual, expected) in _passes(shape, dtype, channels_last=True).items():
+            # The rule may pick Winograd: its tolerance.
+            _close(actual, expected, dtype, knob or "winograd")
+            if ps != "grad_weight":
+                assert actual.is_contiguous(memory_format=torch.channels_last), (knob, ps)
+
+
+def test_nhwc_problem_lists_only_rows_with_an_nhwc_form():
+    for shape in SHAPES:
+        for ps in PASSES:
+            rows = cnnext.backends.cpu.algorithms(*_problem(shape), pass_=ps, channels_last=True)
+            assert rows and set(rows) <= set(NHWC_ROWS), (shape, ps, rows)
+            assert "im2col_nhwc" in rows  # the NHWC fallback: every geometry
+            choice = cnnext.backends.cpu.choice(*_problem(shape), pass_=ps, channels_last=True)
+            assert choice in rows
+
+
 def test_override_applies_only_where_the_row_applies(monkeypatch):
     # Winograd does not apply to a 5x5 layer: the rule's choice runs instead.
     _env(monkeypatch, "winograd")
@@ -142,9 +175,9 @@ def test_override_applies_only_where_the_row_applies(monkeypatch):
 def test_cost_features_are_reported_for_each_row():
     problem = _problem(SHAPES[1])
     args = [list(problem[0]), list(problem[1]), [1, 1], [1, 1], [1, 1], 1]
-    for algo in ROWS:
+    for algo in ROWS + NHWC_ROWS:
         calls, tasks, macs, nbytes, seconds = torch.ops.cnnext._conv2d_cost_features(
-            *args, torch.float32, "forward", algo)
+            *args, torch.float32, "forward", algo, algo.endswith("_nhwc"))
         assert calls == 1 and tasks >= 1 and macs > 0 and nbytes > 0 and seconds > 0
     with pytest.raises(RuntimeError, match="no conv algorithm named 'fft'"):
         torch.ops.cnnext._conv2d_cost_features(*args, torch.float32, "forward", "fft")

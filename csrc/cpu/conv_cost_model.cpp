@@ -154,12 +154,15 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
 }
 
 double layout_copy_seconds(double bytes) {
-  return kLayoutCopyCoefficients[0] + kLayoutCopyCoefficients[1] * bytes;
+  const double* c = kLayoutCopyCoefficients[static_cast<int>(active_isa())];
+  return c[0] + c[1] * bytes;
 }
 
 double estimate_seconds(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass) {
   const CostFeatures f = cost_features(algo, pr, pass);
-  const double* c = kConvCostCoefficients[static_cast<int>(algo)][static_cast<int>(pass)];
+  // Fitted per ISA: a kernel's speed depends on the micro-kernels it runs.
+  const double* c = kConvCostCoefficients[static_cast<int>(active_isa())][static_cast<int>(algo)]
+                                         [static_cast<int>(pass)];
   return c[0] * f.calls + c[1] * f.tasks + c[2] * f.macs + c[3] * f.bytes;
 }
 

@@ -7,7 +7,7 @@
 // its own buffers: im2col columns, phase copies, Winograd transforms). The coefficients are
 // fitted per algorithm and pass on the layer census by tools/fit_conv_cost.py, which writes
 // conv_cost_coefficients.h and keeps the shapes and times it fitted in
-// csrc/cpu/conv_cost_fit.json.
+// csrc/cpu/conv_cost_fit_<isa>.json.
 #include "conv_algorithms.h"
 
 namespace cnnext::cpu {

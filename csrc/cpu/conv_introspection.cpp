@@ -11,6 +11,7 @@
 #include "../common/conv_shapes.h"
 #include "conv_cost_model.h"
 #include "conv_select.h"
+#include "gemm/gemm.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -102,6 +103,8 @@ int64_t benchmark_cache(bool clear) {
   return conv_benchmark_cache_size();
 }
 
+std::string cpu_isa() { return isa_name(active_isa()); }
+
 }  // namespace
 
 // No tensor arguments: registered for every backend at once.
@@ -112,6 +115,7 @@ TORCH_LIBRARY_IMPL(cnnext, CompositeImplicitAutograd, m) {
   m.impl("_conv2d_choice_ns", &choice_ns);
   m.impl("_conv2d_benchmark", &benchmark_flag);
   m.impl("_conv2d_benchmark_cache", &benchmark_cache);
+  m.impl("_cpu_isa", &cpu_isa);
 }
 
 }  // namespace cnnext::cpu
