@@ -113,17 +113,18 @@ def save(out_path, rows, copies):
         json.dump(dict(meta=meta, rows=rows, copies=copies), f, indent=0)
 
 
-def measure(out_path, name_filter, budget_s):
-    """Resumable: shapes already in out_path are kept and skipped."""
+def measure(out_path, name_filter, budget_s, layouts=("nchw", "channels_last")):
+    """Resumable: (shape, layout) pairs already in out_path are kept and skipped."""
     torch.manual_seed(0)
     rows, copies, started = [], [], time.time()
     if os.path.exists(out_path):
         with open(out_path) as f:
             data = json.load(f)
         rows, copies = data["rows"], data.get("copies", [])
-    done = {r["name"] for r in rows}
+    done = {(r["name"], r.get("channels_last", False)) for r in rows}
+    wanted = [layout == "channels_last" for layout in layouts]
     shapes = [s for s in census_shapes() if (not name_filter or re.search(name_filter, s["name"]))
-              and s["name"] not in done]
+              and any((s["name"], cl) not in done for cl in wanted)]
     cl = torch.channels_last
     for i, spec in enumerate(shapes):
         inp, wsz, stride, padding, dilation, groups = problem_args(spec)
@@ -132,7 +133,9 @@ def measure(out_path, name_filter, budget_s):
         b = torch.randn(wsz[0])
         out = torch.ops.cnnext.conv2d(x, w, b, stride, padding, dilation, groups)
         go = torch.randn_like(out)
-        for channels_last in (False, True):
+        for channels_last in wanted:
+            if (spec["name"], channels_last) in done:
+                continue
             xs, gos = (x.contiguous(memory_format=cl), go.contiguous(memory_format=cl)) \
                 if channels_last else (x, go)
             for pass_ in PASSES:
@@ -156,7 +159,8 @@ def measure(out_path, name_filter, budget_s):
                                      seconds=seconds, features=[]))
         # The copies an NCHW row pays on a channels_last call.
         xc, oc = x.contiguous(memory_format=cl), out.contiguous(memory_format=cl)
-        for t, to in ((xc, torch.contiguous_format), (out, cl), (oc, torch.contiguous_format)):
+        for t, to in ((xc, torch.contiguous_format), (out, cl), (oc, torch.contiguous_format))[
+                :3 if True in wanted else 0]:
             seconds = time_call(lambda: t.contiguous(memory_format=to), budget_s)
             copies.append(dict(name=spec["name"], bytes=t.numel() * t.element_size(),
                                seconds=seconds))
@@ -442,13 +446,15 @@ def main():
                     help="default: csrc/cpu/conv_cost_fit_<active isa>.json")
     ap.add_argument("--filter", default=None, help="regex on census layer names")
     ap.add_argument("--budget", type=float, default=0.15, help="seconds per timing (after 3 reps)")
+    ap.add_argument("--layouts", default="nchw,channels_last",
+                    help="comma-separated: nchw, channels_last (measure)")
     args = ap.parse_args()
     if args.command == "fit":
         command_fit()
         return
     path = args.path or fit_path(cnnext.backends.cpu.isa())
     if args.command == "measure":
-        measure(path, args.filter, args.budget)
+        measure(path, args.filter, args.budget, tuple(args.layouts.split(",")))
     else:
         command_check(path)
 
