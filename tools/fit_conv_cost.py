@@ -159,8 +159,9 @@ def measure(out_path, name_filter, budget_s, layouts=("nchw", "channels_last")):
                                      seconds=seconds, features=[]))
         # The copies an NCHW row pays on a channels_last call.
         xc, oc = x.contiguous(memory_format=cl), out.contiguous(memory_format=cl)
-        for t, to in ((xc, torch.contiguous_format), (out, cl), (oc, torch.contiguous_format))[
-                :3 if True in wanted else 0]:
+        for t, to in ((xc, torch.contiguous_format), (out, cl), (oc, torch.contiguous_format)):
+            if True not in wanted:
+                break
             seconds = time_call(lambda: t.contiguous(memory_format=to), budget_s)
             copies.append(dict(name=spec["name"], bytes=t.numel() * t.element_size(),
                                seconds=seconds))
