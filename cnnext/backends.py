@@ -46,6 +46,16 @@ class _CpuBackend:
         """The ISA the CPU kernels run: "avx512", "avx2" or "portable" (CNNEXT_ISA narrows it)."""
         return str(torch.ops.cnnext._cpu_isa())
 
+    def weight_cache_stats(self):
+        """The inference weight cache (packed weights of unchanged weights, reused under
+        torch.no_grad / inference_mode): dict of entries, bytes, hits and misses."""
+        entries, nbytes, hits, misses = torch.ops.cnnext._weight_cache(False)
+        return dict(entries=entries, bytes=nbytes, hits=hits, misses=misses)
+
+    def weight_cache_clear(self):
+        """Empties the inference weight cache and its counters."""
+        torch.ops.cnnext._weight_cache(True)
+
     def algorithms(self, input_size, weight_size, stride=1, padding=0, dilation=1, groups=1,
                    dtype=torch.float32, pass_="forward", channels_last=False):
         """Names of the conv algorithms that apply to a problem (table order); channels_last:

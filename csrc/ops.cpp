@@ -41,6 +41,9 @@ TORCH_LIBRARY(cnnext, m) {
   m.def("_conv2d_benchmark_cache(bool clear) -> int");
   // The ISA the CPU kernels run ("avx512", "avx2" or "portable"): CNNEXT_ISA narrowed to the CPU.
   m.def("_cpu_isa() -> str");
+  // The inference weight-packing cache (csrc/cpu/weight_cache.h): [entries, bytes, hits,
+  // misses], emptied first (counters too) when clear.
+  m.def("_weight_cache(bool clear) -> int[]");
 
   // ---- GEMM (exposed for tests and the benchmark's GEMM row) ----------------------------
   // C = alpha * op(a) @ op(b) + beta * c; isa is "auto", "avx512", "avx2" or "portable".

@@ -17,6 +17,7 @@
 #include "../common/conv_shapes.h"
 #include "conv_algorithms.h"
 #include "conv_select.h"
+#include "weight_cache.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -88,6 +89,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     t.output.zero_();
     if (has_bias) t.output.add_(t.bias.view({-1, 1, 1}));
   } else if (t.output.numel() > 0) {
+    const WeightCacheScope weight_cache_scope(weight_);  // inference reuses packed weights
     run_pass(in_nhwc ? nhwc : make_problem(g, p, input_.scalar_type(), false), ConvPass::Forward,
              t);
   }

@@ -12,6 +12,7 @@
 #include "conv_cost_model.h"
 #include "conv_select.h"
 #include "gemm/gemm.h"
+#include "weight_cache.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -105,6 +106,12 @@ int64_t benchmark_cache(bool clear) {
 
 std::string cpu_isa() { return isa_name(active_isa()); }
 
+std::vector<int64_t> weight_cache(bool clear) {
+  if (clear) clear_weight_cache();
+  const WeightCacheStats s = weight_cache_stats();
+  return {s.entries, s.bytes, s.hits, s.misses};
+}
+
 }  // namespace
 
 // No tensor arguments: registered for every backend at once.
@@ -116,6 +123,7 @@ TORCH_LIBRARY_IMPL(cnnext, CompositeImplicitAutograd, m) {
   m.impl("_conv2d_benchmark", &benchmark_flag);
   m.impl("_conv2d_benchmark_cache", &benchmark_cache);
   m.impl("_cpu_isa", &cpu_isa);
+  m.impl("_weight_cache", &weight_cache);
 }
 
 }  // namespace cnnext::cpu

@@ -18,6 +18,7 @@
 #include "conv2d_workspace.h"
 #include "gemm/gemm.h"
 #include "gemm/microkernel.h"
+#include "weight_cache.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -196,11 +197,22 @@ void run_tile_blocks(const WinogradPlan& P, const KernelSet<float>& ks, const Tr
   const int64_t Ci = P.in_channels, Co = P.out_channels, mr = P.mr;
   // Slivers of U padded by the weight transform's store slack.
   const int64_t u_s_stride = Ci * mr + kLanes, u_e_stride = P.slivers * u_s_stride;
-  const float* wt = transposed_weights(P, tf, w);
-  float* U = thread_workspace_as<float>(WorkspaceSlot::WinogradWeights, 36 * u_e_stride);
-  at::parallel_for(0, P.slivers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) tf.weights(P, wt, s, U + s * u_s_stride, u_e_stride);
-  });
+  const auto transform = [&](void* dst) {
+    float* u = static_cast<float*>(dst);
+    const float* wt = transposed_weights(P, tf, w);
+    at::parallel_for(0, P.slivers, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; ++s) tf.weights(P, wt, s, u + s * u_s_stride, u_e_stride);
+    });
+  };
+  // Inference reuses the transformed taps of an unchanged weight (weight_cache.h).
+  const at::Tensor cached = cached_packed_weight(
+      weight_pack_kind({kWinogradTaps, static_cast<int64_t>(active_isa()), Ci, Co, mr,
+                        int64_t(P.flipped), P.taps_stride, kLanes}),
+      size_t(36 * u_e_stride) * sizeof(float), transform);
+  float* U = cached.defined()
+                 ? static_cast<float*>(cached.data_ptr())
+                 : thread_workspace_as<float>(WorkspaceSlot::WinogradWeights, 36 * u_e_stride);
+  if (!cached.defined()) transform(U);
 
   const int64_t tiles = P.batch * P.tiles_h * P.tiles_w;
   const int64_t tpb = tiles_per_block(P, tiles, threads);

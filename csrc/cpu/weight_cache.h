@@ -1,0 +1,57 @@
+#pragma once
+// Inference-time cache of conv weights in a kernel's packed form (Winograd-transformed taps,
+// micro-kernel slivers, OHWI runs), as oneDNN caches its weight reorders: otherwise every call
+// repacks, which for a batch-1 call of a late layer costs as much as the convolution itself.
+//
+// An entry is keyed on the weight tensor (its TensorImpl) and the packing kind, and is used
+// while the tensor is alive and unchanged (same version counter, same data pointer). It is
+// consulted where no gradient mode is on in the kernel: torch.no_grad, inference_mode, and
+// also the forward of a training step (autograd runs custom-op forwards with grad mode off,
+// so the kernel cannot tell the two apart). A weight updated in place by the optimizer misses
+// and is repacked into its own entry's buffer, so training pays what the per-call packing
+// into a workspace paid, plus that buffer. Entries of dead tensors are dropped at every
+// insertion; the total is bounded (CNNEXT_WEIGHT_CACHE_BYTES, default 64 MiB; 0 turns the
+// cache off) by admission: what does not fit is packed per call.
+#include <ATen/core/Tensor.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace cnnext::cpu {
+
+// Names the weight whose packings the kernels below it may cache, for one forward pass on the
+// calling thread (conv2d.cpp sets it; kernels look it up from the same thread).
+class WeightCacheScope {
+ public:
+  explicit WeightCacheScope(const at::Tensor& weight);
+  ~WeightCacheScope();
+  WeightCacheScope(const WeightCacheScope&) = delete;
+  WeightCacheScope& operator=(const WeightCacheScope&) = delete;
+
+ private:
+  const at::Tensor* previous_;
+};
+
+// The packing of the scope's weight named by `kind` (a hash of the packing and everything it
+// depends on: algorithm, dtype, ISA, tile sizes, layout), `bytes` long, made by pack(dst) on a
+// miss. An undefined tensor when no cache applies (no scope, gradients recorded, cache off, or
+// larger than the bound): the caller then packs into its own workspace. The returned tensor
+// keeps the bytes alive while the caller uses them, even if the entry is evicted meanwhile.
+at::Tensor cached_packed_weight(uint64_t kind, size_t bytes,
+                                const std::function<void(void*)>& pack);
+
+// The packings that use the cache (the first part of a kind key).
+enum WeightPacking : int64_t { kImplicitSlivers = 1, kWinogradTaps = 2, kIm2colNhwcRuns = 3 };
+
+// A kind key from its parts (FNV-1a).
+uint64_t weight_pack_kind(std::initializer_list<int64_t> parts);
+
+// For tests and introspection: entries, bytes held, hits and misses since the last clear.
+struct WeightCacheStats {
+  int64_t entries, bytes, hits, misses;
+};
+WeightCacheStats weight_cache_stats();
+void clear_weight_cache();
+
+}  // namespace cnnext::cpu

@@ -1,0 +1,121 @@
+"""The inference weight cache (csrc/cpu/weight_cache.h): under torch.no_grad a conv reuses the
+packed form of an unchanged weight, gives bit-identical results to a packing per call, sees
+in-place updates and swapped storage, never fills while gradients are recorded, and drops the
+entries of weights that died."""
+import gc
+import threading
+
+import pytest
+import torch
+
+import cnnext
+
+cpu = cnnext.backends.cpu
+F = cnnext.functional
+# (algorithm, input size, weight size, padding): rows whose forward caches its packing.
+CASES = [
+    ("winograd", (2, 16, 20, 20), (24, 16, 3, 3), 1),
+    ("implicit", (2, 8, 13, 11), (12, 8, 3, 3), 1),
+]
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch):
+    monkeypatch.delenv("CNNEXT_CONV_ALGO", raising=False)
+    cpu.weight_cache_clear()
+    yield
+    cpu.weight_cache_clear()
+
+
+@pytest.mark.parametrize("algo,xs,ws,pad", CASES, ids=[c[0] for c in CASES])
+def test_hits_are_bit_identical_to_packing_each_call(monkeypatch, algo, xs, ws, pad):
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", algo)
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    with torch.enable_grad():  # grad mode on in the kernel: the cache is not used
+        reference = F.conv2d(x, w, b, padding=pad)
+    assert cpu.weight_cache_stats()["entries"] == 0
+    with torch.no_grad():
+        first = F.conv2d(x, w, b, padding=pad)
+        again = F.conv2d(x, w, b, padding=pad)
+    stats = cpu.weight_cache_stats()
+    assert stats["misses"] == 1 and stats["hits"] == 1 and stats["entries"] == 1
+    assert torch.equal(first, reference) and torch.equal(again, reference)
+    with torch.inference_mode():
+        assert torch.equal(F.conv2d(x, w, b, padding=pad), reference)
+    assert cpu.weight_cache_stats()["hits"] == 2
+
+
+@pytest.mark.parametrize("algo,xs,ws,pad", CASES, ids=[c[0] for c in CASES])
+def test_changed_weights_are_repacked(monkeypatch, algo, xs, ws, pad):
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", algo)
+    x, w = torch.randn(xs), torch.randn(ws)
+
+    def uncached():  # grad mode on in the kernel: packed on the spot
+        with torch.enable_grad():
+            return F.conv2d(x, w.detach(), None, padding=pad)
+
+    with torch.no_grad():
+        F.conv2d(x, w, None, padding=pad)
+        w.mul_(-2.0)  # in place: the version counter moves
+        assert torch.equal(F.conv2d(x, w, None, padding=pad), uncached())
+        w.data = torch.randn(ws)  # new storage under the same tensor
+        assert torch.equal(F.conv2d(x, w, None, padding=pad), uncached())
+    assert cpu.weight_cache_stats()["misses"] == 3
+
+
+def test_training_steps_repack_in_place_and_eval_hits(monkeypatch):
+    """A training step's forward runs with grad mode off in the kernel (autograd's rule for
+    custom ops), so it packs through the cache: each optimizer step changes the weight's
+    version, the next forward misses and repacks into the same entry."""
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", "implicit")
+    conv = cnnext.Conv2d(8, 12, 3, padding=1)
+    reference = torch.nn.Conv2d(8, 12, 3, padding=1)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 8, 10, 10)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for step in range(3):
+        for m, o in ((conv, opt), (reference, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        stats = cpu.weight_cache_stats()
+        assert stats["entries"] == 1 and stats["misses"] == step + 1 and stats["hits"] == 0
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(conv(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert cpu.weight_cache_stats()["hits"] == 2
+
+
+def test_entries_of_dead_weights_are_dropped(monkeypatch):
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", "implicit")
+    x = torch.randn(1, 8, 9, 9)
+    with torch.no_grad():
+        for _ in range(20):
+            F.conv2d(x, torch.randn(4, 8, 3, 3), None, padding=1)
+            gc.collect()
+    # Each insertion drops the entries of weights that died before it.
+    assert cpu.weight_cache_stats()["entries"] <= 2
+
+
+def test_concurrent_inference_threads_agree(monkeypatch):
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", "winograd")
+    x, w = torch.randn(2, 16, 20, 20), torch.randn(24, 16, 3, 3)
+    expected = F.conv2d(x, w, None, padding=1).detach()
+    errors = []
+
+    def work():
+        try:
+            with torch.no_grad():
+                for _ in range(10):
+                    if not torch.equal(F.conv2d(x, w, None, padding=1), expected):
+                        errors.append("mismatch")
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
