@@ -129,19 +129,36 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       break;
     }
     case ConvAlgoId::Im2colNhwc: {
-      // Pixel-row chunks of NHWC columns (each tap a run of C_in values) times the OHWI
-      // weight: columns written and read once; grad_input gathers grad_output the same way.
-      const double pixels = N * P;
-      f.bytes += elem * 2.0 * G * pixels * Kr;
-      if (pass == ConvPass::Forward)
-        f.macs = G * pixels * round_up(Cg, kSliverCols) * Kr;
-      else if (pass == ConvPass::GradInput)
-        f.macs = G * pixels * round_up(Kr / (g.kernel_h * g.kernel_w), kSliverCols) * Cg *
-                 g.kernel_h * g.kernel_w;
-      else
-        f.macs = G * round_up(Cg, kSliverRows) * round_up(Kr, kSliverCols) * pixels;
-      if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
-      f.tasks = G * std::max(1.0, pixels * Kr * elem / double(conv_workspace_budget_bytes()));
+      // Pixel-row chunks of NHWC columns (each tap a run of a group's channels) times the
+      // repacked weight; grad_input gathers grad_output per stride phase the same way. Groups
+      // narrower than 32 channels run b at a time with a block-diagonal weight (b times the
+      // multiply-adds, b times fewer GEMMs). A GEMM's columns (output channels forward, input
+      // channels grad_input) round up to a micro-tile unless they take the dot path (<= 16).
+      const int64_t width = std::max(g.in_channels_per_group(), g.out_channels_per_group());
+      int64_t b = 1;
+      for (int64_t k = 2; k <= g.groups && k * width <= 32; ++k)
+        if (g.groups % k == 0) b = k;
+      const double Gb = double(g.groups / b), Cb = double(b * g.in_channels_per_group());
+      const double Ob = double(b * g.out_channels_per_group());
+      const double taps = double(g.kernel_h * g.kernel_w), Kb = taps * Cb;
+      const auto columns = [&](double c) { return c <= 16 ? c : round_up(c, kSliverCols); };
+      const bool in_place = is_pointwise(g, p);
+      if (pass == ConvPass::GradInput) {
+        const double in_pixels = N * g.in_plane();
+        f.macs = Gb * in_pixels * columns(Cb) * Ob * taps /
+                 double(p.stride[0] * p.stride[1]);
+        if (!in_place) f.bytes += elem * 2.0 * Gb * in_pixels * Ob * taps /
+                                  double(p.stride[0] * p.stride[1]);
+      } else {
+        const double pixels = N * P;
+        if (pass == ConvPass::Forward)
+          f.macs = Gb * pixels * columns(Ob) * Kb;
+        else
+          f.macs = Gb * round_up(Ob, kSliverRows) * round_up(Kb, kSliverCols) * pixels;
+        if (!in_place) f.bytes += elem * 2.0 * Gb * pixels * Kb;
+      }
+      if (pass == ConvPass::GradWeight) f.bytes += elem * weights * b * pr.threads;
+      f.tasks = Gb * std::max(1.0, N * P * Kb * elem / double(conv_workspace_budget_bytes()));
       break;
     }
     case ConvAlgoId::Count:

@@ -1,0 +1,130 @@
+#pragma once
+// NHWC column gathers for the im2col_nhwc row (conv_algo_im2col_nhwc.cpp). In NHWC a tap of
+// one pixel is a contiguous run of channels, so a column row is kh*kw runs copied (or zeroed
+// where the tap falls in the padding): no per-element index math.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace cnnext::cpu {
+
+// An NHWC activation (input or grad_output) and the channel slice of one group in it.
+struct NhwcPlane {
+  int64_t height, width, channels;  // channels: all of them (the row pitch of a pixel)
+  int64_t c0, run;                  // the group's first channel and its channel count
+};
+
+template <typename T>
+inline void copy_run(T* dst, const T* src, int64_t n) {
+  if (n >= 32) {
+    std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];  // few channels (stems): no library call
+}
+template <typename T>
+inline void zero_run(T* dst, int64_t n) {
+  std::fill(dst, dst + n, T(0));
+}
+
+// Forward / grad_weight columns: rows [p0, p1) of the flat output pixel index (n, oh, ow),
+// each row kernel_h * kernel_w runs of the input group slice, tap-major: col[p][kh][kw][c].
+struct ForwardGather {
+  NhwcPlane in;
+  int64_t out_h, out_w, kernel_h, kernel_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+};
+
+template <typename T>
+void gather_forward_columns(const T* input, const ForwardGather& f, int64_t p0, int64_t p1,
+                            T* col) {
+  const int64_t run = f.in.run, row_len = f.kernel_h * f.kernel_w * run;
+  const int64_t plane = f.out_h * f.out_w;
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n = p / plane, rem = p % plane;
+    const int64_t oh = rem / f.out_w, ow = rem % f.out_w;
+    T* dst = col + (p - p0) * row_len;
+    const T* image = input + n * f.in.height * f.in.width * f.in.channels + f.in.c0;
+    for (int64_t kh = 0; kh < f.kernel_h; ++kh) {
+      const int64_t ih = oh * f.stride_h - f.pad_h + kh * f.dil_h;
+      if (ih < 0 || ih >= f.in.height) {
+        zero_run(dst, f.kernel_w * run);
+        dst += f.kernel_w * run;
+        continue;
+      }
+      const T* in_row = image + ih * f.in.width * f.in.channels;
+      for (int64_t kw = 0; kw < f.kernel_w; ++kw, dst += run) {
+        const int64_t iw = ow * f.stride_w - f.pad_w + kw * f.dil_w;
+        if (iw < 0 || iw >= f.in.width)
+          zero_run(dst, run);
+        else
+          copy_run(dst, in_row + iw * f.in.channels, run);
+      }
+    }
+  }
+}
+
+// One stride phase of grad_input: the input rows ih = ih0 + i * stride_h (i < rows) and
+// columns iw = iw0 + j * stride_w (j < cols), and the taps that reach them (kh with
+// (ih + pad_h - kh * dil_h) divisible by stride_h, the same along w).
+struct InputPhase {
+  int64_t ih0, rows, iw0, cols;
+  const int64_t* taps_h;  // kernel rows of this phase, ascending
+  int64_t ntaps_h;
+  const int64_t* taps_w;
+  int64_t ntaps_w;
+  int64_t pixels_per_image() const { return rows * cols; }
+};
+
+struct GradInputGather {
+  NhwcPlane go;  // grad_output: height, width = out_h, out_w; run = out channels per group
+  int64_t in_h, in_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+};
+
+// Input pixel q of the phase (flat over (n, i, j)) as its image and coordinates.
+struct PhasePixel {
+  int64_t n, ih, iw;
+};
+inline PhasePixel phase_pixel(const InputPhase& ph, int64_t stride_h, int64_t stride_w,
+                              int64_t q) {
+  const int64_t per_image = ph.pixels_per_image();
+  const int64_t n = q / per_image, rem = q % per_image;
+  return {n, ph.ih0 + (rem / ph.cols) * stride_h, ph.iw0 + (rem % ph.cols) * stride_w};
+}
+
+// grad_input columns of phase pixels [q0, q1): per pixel, for each of the phase's taps
+// (kh-major), the grad_output run of the output pixel that tap connects, or zeros where that
+// output pixel lies outside the map.
+template <typename T>
+void gather_grad_input_columns(const T* grad_output, const GradInputGather& f,
+                               const InputPhase& ph, int64_t q0, int64_t q1, T* col) {
+  const int64_t run = f.go.run;
+  const int64_t row_len = ph.ntaps_h * ph.ntaps_w * run;
+  for (int64_t q = q0; q < q1; ++q) {
+    const auto [n, ih, iw] = phase_pixel(ph, f.stride_h, f.stride_w, q);
+    T* dst = col + (q - q0) * row_len;
+    const T* image = grad_output + n * f.go.height * f.go.width * f.go.channels + f.go.c0;
+    for (int64_t a = 0; a < ph.ntaps_h; ++a) {
+      // Divisible by construction of the phase; negative numerators are out of the map.
+      const int64_t num_h = ih + f.pad_h - ph.taps_h[a] * f.dil_h;
+      const int64_t oh = num_h / f.stride_h;
+      if (num_h < 0 || oh >= f.go.height) {
+        zero_run(dst, ph.ntaps_w * run);
+        dst += ph.ntaps_w * run;
+        continue;
+      }
+      const T* go_row = image + oh * f.go.width * f.go.channels;
+      for (int64_t b = 0; b < ph.ntaps_w; ++b, dst += run) {
+        const int64_t num_w = iw + f.pad_w - ph.taps_w[b] * f.dil_w;
+        const int64_t ow = num_w / f.stride_w;
+        if (num_w < 0 || ow >= f.go.width)
+          zero_run(dst, run);
+        else
+          copy_run(dst, go_row + ow * f.go.channels, run);
+      }
+    }
+  }
+}
+
+}  // namespace cnnext::cpu
