@@ -1,6 +1,6 @@
-"""The inference weight cache (csrc/cpu/weight_cache.h): under torch.no_grad a conv reuses the
-packed form of an unchanged weight, gives bit-identical results to a packing per call, sees
-in-place updates and swapped storage, never fills while gradients are recorded, and drops the
+"""The weight cache (csrc/cpu/weight_cache.h): with grad mode off in the kernel a conv reuses
+the packed form of an unchanged weight, gives bit-identical results to a packing per call, sees
+in-place updates and swapped storage, repacks in place after optimizer steps, and drops the
 entries of weights that died."""
 import gc
 import threading
