@@ -89,7 +89,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     t.output.zero_();
     if (has_bias) t.output.add_(t.bias.view({-1, 1, 1}));
   } else if (t.output.numel() > 0) {
-    const WeightCacheScope weight_cache_scope(weight_);  // inference reuses packed weights
+    const WeightCacheScope weight_cache_scope(weight_, t.weight);  // reuse of packed weights
     run_pass(in_nhwc ? nhwc : make_problem(g, p, input_.scalar_type(), false), ConvPass::Forward,
              t);
   }

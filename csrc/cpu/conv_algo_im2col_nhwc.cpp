@@ -13,7 +13,8 @@
 //
 // Chunks of pixel rows fit the per-thread column budget and run in parallel (each thread its
 // own columns, a serial GEMM inside) when there are enough; otherwise in order, with the
-// gather and the GEMM parallel inside. Weights are repacked per call into the caller's slot.
+// gather and the GEMM parallel inside. Weights are repacked per call into the caller's slot
+// (the forward's packing goes through the weight cache).
 // Which GEMM path runs depends on the columns and K only (kDotColumns), never on a chunk's
 // rows: each output element is one fixed FMA chain whatever the chunking, and forward /
 // grad_input are bit-identical for every thread count.
@@ -29,6 +30,7 @@
 #include "conv_grad_weight_sum.h"
 #include "gemm/gemm.h"
 #include "im2col_nhwc.h"
+#include "weight_cache.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -113,17 +115,30 @@ void forward(const ConvProblem& pr, ConvTensors& t) {
   // Wf[group][kh][kw][cg][og]: B of the forward GEMM, rows read in place; with few output
   // channels per group transposed, Wf[group][og][kh][kw][cg] (OHWI).
   const bool dot = Og <= kDotColumns;
-  T* wf = thread_workspace_as<T>(WorkspaceSlot::PackedWeights, O * Kr);
-  at::parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
-    for (int64_t o = o0; o < o1; ++o) {
-      const int64_t gi = o / Og, og = o % Og;
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t k = 0; k < KK; ++k) {
-          const int64_t r = k * Cg + c;
-          wf[gi * Kr * Og + (dot ? og * Kr + r : r * Og + og)] = w[(o * Cg + c) * KK + k];
-        }
-    }
-  });
+  const auto repack = [&](void* dst) {
+    T* wf = static_cast<T*>(dst);
+    at::parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        const int64_t gi = o / Og, og = o % Og;
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t k = 0; k < KK; ++k) {
+            const int64_t r = k * Cg + c;
+            wf[gi * Kr * Og + (dot ? og * Kr + r : r * Og + og)] = w[(o * Cg + c) * KK + k];
+          }
+      }
+    });
+  };
+  // An unchanged weight's runs are reused (weight_cache.h).
+  const at::Tensor cached = cached_packed_weight(
+      weight_pack_kind({kIm2colNhwcRuns, int64_t(sizeof(T)), O, Cg, g.kernel_h, g.kernel_w,
+                        G, int64_t(dot)}),
+      size_t(O * Kr) * sizeof(T), repack);
+  const T* wf = cached.defined() ? static_cast<const T*>(cached.data_ptr()) : nullptr;
+  if (wf == nullptr) {
+    T* ws = thread_workspace_as<T>(WorkspaceSlot::PackedWeights, O * Kr);
+    repack(ws);
+    wf = ws;
+  }
   const T* in = t.input.data_ptr<T>();
   const T* bias = t.bias.defined() ? t.bias.data_ptr<T>() : nullptr;
   T* out = t.output.data_ptr<T>();

@@ -9,7 +9,6 @@
 #include "gemm/gemm.h"
 #include "gemm/microkernel.h"
 #include "gemm/pack.h"
-#include "weight_cache.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -220,25 +219,11 @@ void implicit_conv2d_forward(const T* in, const T* w, const T* bias, T* out,
   const gemm_detail::KernelSet<T>& ks = J.ks;
   const int64_t cout_g = g.out_channels_per_group();
   J.a_group_stride = (cout_g + ks.mr - 1) / ks.mr * ks.mr * J.K;
-  const auto pack = [&](void* dst) {
-    T* a_packed = static_cast<T*>(dst);
-    for (int64_t gi = 0; gi < g.groups; ++gi)
-      gemm_detail::pack_a_with(ks, false, w + gi * cout_g * J.K, J.K, 0, 0, cout_g, J.K,
-                               a_packed + gi * J.a_group_stride);
-  };
-  // Inference reuses the slivers of an unchanged weight (weight_cache.h).
-  const at::Tensor cached = cached_packed_weight(
-      weight_pack_kind({kImplicitSlivers, int64_t(sizeof(T)), static_cast<int64_t>(active_isa()),
-                        ks.mr, J.K, cout_g, g.groups}),
-      size_t(g.groups * J.a_group_stride) * sizeof(T), pack);
-  if (cached.defined()) {
-    J.a_packed = static_cast<const T*>(cached.data_ptr());
-  } else {
-    T* a_packed =
-        thread_workspace_as<T>(WorkspaceSlot::PackedWeights, g.groups * J.a_group_stride);
-    pack(a_packed);
-    J.a_packed = a_packed;
-  }
+  T* a_packed = thread_workspace_as<T>(WorkspaceSlot::PackedWeights, g.groups * J.a_group_stride);
+  for (int64_t gi = 0; gi < g.groups; ++gi)
+    gemm_detail::pack_a_with(ks, false, w + gi * cout_g * J.K, J.K, 0, 0, cout_g, J.K,
+                             a_packed + gi * J.a_group_stride);
+  J.a_packed = a_packed;
 
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   if (threads == 1 || g.batch >= threads) {
