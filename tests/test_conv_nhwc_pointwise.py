@@ -26,6 +26,7 @@ SHAPES = [
     (2, 6, 1, 5, 4, 2, 1),            # one row: only the columns are strided
     (4, 64, 16, 16, 64, 1, 1),        # enough pixels for one grad_weight range per thread
     (2, 48, 15, 13, 32, 2, 4),        # the same, gathered
+    (4, 32, 16, 16, 128, 1, 2),       # the same, expanding: sums formed transposed
     (0, 4, 5, 5, 6, 1, 1),            # batch 0
     (0, 4, 5, 5, 6, 2, 2),
 ]
@@ -154,6 +155,7 @@ def test_channels_last_views(env):
 
 
 @pytest.mark.parametrize("shape", [(4, 64, 16, 16, 64, 1, 1), (3, 40, 15, 13, 24, 2, 2),
+                                   (4, 32, 16, 16, 128, 1, 2),
                                    (2, 16, 9, 9, 16, 1, 4)])
 def test_thread_counts(env, shape):
     # Forward and grad_input are the same bits for 1 and 2 threads (the GEMM's promise, and

@@ -113,84 +113,122 @@ void zero_unreached_rows(const Layout& l, int64_t batch, T* gin) {
   });
 }
 
+// Forward and grad_input run in tasks of consecutive output pixels sized for L2: a task's
+// gathered rows, pre-filled bias and GEMM output are still cached when the next step reads them.
+// Tasks run in parallel, each with a serial GEMM, when every thread gets some; else in order
+// with the GEMM parallel inside. Each output element is one FMA chain over the channels
+// whatever the task size, so the result does not depend on either.
+constexpr int64_t kTaskBytes = int64_t(256) << 10;
+constexpr int64_t kMinTaskPixels = 16;
+constexpr int64_t kMinTasks = 8;
+
+int64_t task_pixels(const Layout& l, int64_t elem_size) {
+  int64_t rows = std::max(kMinTaskPixels, kTaskBytes / (elem_size * (l.C + l.O)));
+  rows = std::min(rows, std::max(kMinTaskPixels, (l.pixels + kMinTasks - 1) / kMinTasks));
+  if (l.strided) rows = std::min(rows, l.chunk_pixels(elem_size));
+  return std::max<int64_t>(1, std::min(rows, l.pixels));
+}
+
+template <typename F>
+void run_pixel_tasks(const Layout& l, int64_t threads, int64_t rows, const F& task) {
+  const int64_t tasks = (l.pixels + rows - 1) / rows;
+  const auto one = [&](int64_t t) { task(t * rows, std::min(rows, l.pixels - t * rows)); };
+  if (threads > 1 && tasks >= threads) {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) one(t);
+    });
+  } else {
+    for (int64_t t = 0; t < tasks; ++t) one(t);
+  }
+}
+
 template <typename T>
-void forward(const Layout& l, const T* in, const T* w, const T* bias, T* out) {
-  const int64_t chunk = l.strided ? l.chunk_pixels(sizeof(T)) : l.pixels;
-  T* buf = l.strided ? thread_workspace_as<T>(WorkspaceSlot::Columns,
-                                              std::min(chunk, l.pixels) * l.C)
-                     : nullptr;
-  for (int64_t p0 = 0; p0 < l.pixels; p0 += chunk) {
-    const int64_t rows = std::min(chunk, l.pixels - p0);
+void forward(const Layout& l, int64_t threads, const T* in, const T* w, const T* bias, T* out) {
+  run_pixel_tasks(l, threads, task_pixels(l, sizeof(T)), [&](int64_t p0, int64_t rows) {
     const T* a = in + p0 * l.C;
     if (l.strided) {
+      T* buf = thread_workspace_as<T>(WorkspaceSlot::Columns, rows * l.C);
       gather_rows(l, in, p0, rows, buf);
       a = buf;
     }
     T* c = out + p0 * l.O;
     T beta = 0;
     if (bias != nullptr) {  // bias pre-filled, then the GEMMs accumulate onto it
-      at::parallel_for(0, rows, copy_grain(l, sizeof(T)), [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) std::memcpy(c + i * l.O, bias, sizeof(T) * l.O);
-      });
+      for (int64_t i = 0; i < rows; ++i) std::memcpy(c + i * l.O, bias, sizeof(T) * l.O);
       beta = 1;
     }
     for (int64_t k = 0; k < l.groups; ++k)
       gemm<T>(false, true, rows, l.og, l.cg, T(1), a + k * l.cg, l.C, w + k * l.og * l.cg, l.cg,
               beta, c + k * l.og, l.O);
-  }
+  });
 }
 
 template <typename T>
-void grad_input(const Layout& l, int64_t batch, const T* gout, const T* w, T* gin) {
-  if (!l.strided) {
-    for (int64_t k = 0; k < l.groups; ++k)
-      gemm<T>(false, false, l.pixels, l.cg, l.og, T(1), gout + k * l.og, l.O,
-              w + k * l.og * l.cg, l.cg, T(0), gin + k * l.cg, l.C);
-    return;
-  }
-  zero_unreached_rows(l, batch, gin);
-  const int64_t chunk = l.chunk_pixels(sizeof(T));
-  T* buf = thread_workspace_as<T>(WorkspaceSlot::Columns, std::min(chunk, l.pixels) * l.C);
-  for (int64_t p0 = 0; p0 < l.pixels; p0 += chunk) {
-    const int64_t rows = std::min(chunk, l.pixels - p0);
+void grad_input(const Layout& l, int64_t threads, int64_t batch, const T* gout, const T* w,
+                T* gin) {
+  if (l.strided) zero_unreached_rows(l, batch, gin);
+  run_pixel_tasks(l, threads, task_pixels(l, sizeof(T)), [&](int64_t p0, int64_t rows) {
+    T* c = l.strided ? thread_workspace_as<T>(WorkspaceSlot::Columns, rows * l.C)
+                     : gin + p0 * l.C;
     for (int64_t k = 0; k < l.groups; ++k)
       gemm<T>(false, false, rows, l.cg, l.og, T(1), gout + p0 * l.O + k * l.og, l.O,
-              w + k * l.og * l.cg, l.cg, T(0), buf + k * l.cg, l.C);
-    scatter_rows(l, buf, p0, rows, gin);
-  }
+              w + k * l.og * l.cg, l.cg, T(0), c + k * l.cg, l.C);
+    if (l.strided) scatter_rows(l, c, p0, rows, gin);
+  });
 }
 
-// Adds the grad_weight of output pixels [p0, p1) into acc [O x cg].
+// The GEMM reads its op(B) in place when op(A) has few rows, packing only op(A): so the
+// narrower of a group's channel counts takes the rows. With fewer input than output channels
+// (expanding layers) the sums are formed transposed, [cg x og] per group, and turned at the end.
+bool grad_weight_transposed(const Layout& l) { return l.cg < l.og; }
+
+// Adds the grad_weight of output pixels [p0, p1) into acc: per group [og x cg], or [cg x og]
+// when grad_weight_transposed.
 template <typename T>
 void accumulate_grad_weight(const Layout& l, const T* gout, const T* in, int64_t p0, int64_t p1,
                             T* acc) {
-  const int64_t chunk = l.strided ? l.chunk_pixels(sizeof(T)) : p1 - p0;
+  const bool transposed = grad_weight_transposed(l);
+  const int64_t chunk = l.strided ? task_pixels(l, sizeof(T)) : p1 - p0;
   T* buf = l.strided ? thread_workspace_as<T>(WorkspaceSlot::Columns,
                                               std::min(chunk, p1 - p0) * l.C)
                      : nullptr;
   for (int64_t q = p0; q < p1; q += chunk) {
     const int64_t rows = std::min(chunk, p1 - q);
-    const T* b = in + q * l.C;
+    const T* x = in + q * l.C;
     if (l.strided) {
       gather_rows(l, in, q, rows, buf);
-      b = buf;
+      x = buf;
     }
-    for (int64_t k = 0; k < l.groups; ++k)
-      gemm<T>(true, false, l.og, l.cg, rows, T(1), gout + q * l.O + k * l.og, l.O, b + k * l.cg,
-              l.C, T(1), acc + k * l.og * l.cg, l.cg);
+    for (int64_t k = 0; k < l.groups; ++k) {
+      const T* dy = gout + q * l.O + k * l.og;
+      T* c = acc + k * l.og * l.cg;
+      if (transposed)
+        gemm<T>(true, false, l.cg, l.og, rows, T(1), x + k * l.cg, l.C, dy, l.O, T(1), c, l.og);
+      else
+        gemm<T>(true, false, l.og, l.cg, rows, T(1), dy, l.O, x + k * l.cg, l.C, T(1), c, l.cg);
+    }
   }
 }
 
 template <typename T>
 void grad_weight(const Layout& l, int64_t threads, const T* gout, const T* in, T* gw) {
-  const int64_t macs = l.pixels * l.O * l.cg;
+  const int64_t macs = l.pixels * l.O * l.cg, wsize = l.O * l.cg;
   const int64_t parts = std::max<int64_t>(
       1, std::min({threads, l.pixels / kMinPixelsPerPart, macs / kMinMacsPerPart}));
+  const bool transposed = grad_weight_transposed(l);
+  T* sums = transposed ? thread_workspace_as<T>(WorkspaceSlot::Staging, wsize) : gw;
   // parts == 1 sums every pixel in one GEMM chain per chunk, parallel inside the GEMM.
-  sum_grad_weight_over_images<T>(l.pixels, parts, gw, l.O * l.cg,
+  sum_grad_weight_over_images<T>(l.pixels, parts, sums, wsize,
                                  [&](int64_t p0, int64_t p1, T* acc) {
                                    accumulate_grad_weight(l, gout, in, p0, p1, acc);
                                  });
+  if (!transposed) return;
+  for (int64_t k = 0; k < l.groups; ++k) {
+    const T* src = sums + k * l.og * l.cg;  // [cg x og]
+    T* dst = gw + k * l.og * l.cg;          // [og x cg]
+    for (int64_t i = 0; i < l.cg; ++i)
+      for (int64_t o = 0; o < l.og; ++o) dst[o * l.cg + i] = src[i * l.og + o];
+  }
 }
 
 template <typename T>
@@ -202,11 +240,11 @@ void run_typed(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
   }
   switch (pass) {
     case ConvPass::Forward:
-      forward<T>(l, t.input.data_ptr<T>(), t.weight.data_ptr<T>(),
+      forward<T>(l, pr.threads, t.input.data_ptr<T>(), t.weight.data_ptr<T>(),
                  t.bias.defined() ? t.bias.data_ptr<T>() : nullptr, t.output.data_ptr<T>());
       break;
     case ConvPass::GradInput:
-      grad_input<T>(l, pr.g.batch, t.grad_output.data_ptr<T>(), t.weight.data_ptr<T>(),
+      grad_input<T>(l, pr.threads, pr.g.batch, t.grad_output.data_ptr<T>(), t.weight.data_ptr<T>(),
                     t.grad_input.data_ptr<T>());
       break;
     case ConvPass::GradWeight:
