@@ -1,6 +1,7 @@
 // The pointwise_nhwc row: a 1x1 convolution (padding 0, any stride) on channels_last tensors,
 // computed as they lie. In NHWC memory the activations are a [pixels x channels] matrix, so
-// each pass is one GEMM per group over all pixels of the batch, with no layout copies:
+// each pass is a GEMM per group over the pixels of the whole batch (forward and grad_input cut
+// into L2-sized runs of pixels), with no layout copies:
 //   forward      out[pix, O]  = in[pix, Cg] * W[O, Cg]^T      (+ bias pre-filled, beta = 1)
 //   grad_input   gin[pix, Cg] = gout[pix, O] * W[O, Cg]
 //   grad_weight  gw[O, Cg]    = gout[pix, O]^T * in[pix, Cg]  (summed over pixels)
@@ -13,7 +14,8 @@
 // grad_weight's GEMM is tiny (O x Cg) with a huge K (pixels): its own C split would leave both
 // threads reading every pixel, so instead the pixels are cut into one contiguous range per
 // thread, each summed into its own partial, the partials added in range order
-// (conv_grad_weight_sum.h): deterministic for a given thread count. Forward and grad_input are
+// (conv_grad_weight_sum.h): deterministic for a given thread count; expanding layers sum the
+// transposed product (grad_weight_transposed). Forward and grad_input are
 // independent of the thread count (the GEMM's promise; gathers and scatters are copies).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
