@@ -1,6 +1,7 @@
 #include "conv_cost_model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "conv2d_workspace.h"
 #include "conv_cost_coefficients.h"
@@ -113,19 +114,36 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       f.tasks = G;
       break;
     case ConvAlgoId::PointwiseNhwc: {
-      // One GEMM per group over all pixels of the batch: rows are pixels (never padded in
-      // practice), columns the output channels (forward), input channels (grad_input), or a
-      // Cout x Cin block summed over pixels (grad_weight). A strided layer gathers its pixels.
+      // conv_algo_pointwise_nhwc.cpp: one GEMM per group (and per gathered chunk) over the
+      // pixels of the whole batch. Rows are pixels (never padded in practice); columns are the
+      // output channels (forward), the input channels (grad_input), or for grad_weight a
+      // Cout x Cin block summed over pixels, one range of pixels per thread.
       const double pixels = N * P;
-      if (pass == ConvPass::Forward)
+      const double elem_in = elem * pixels * g.in_channels;  // the strided pixels' rows
+      const bool strided = !((p.stride[0] == 1 || g.in_h == 1) && (p.stride[1] == 1 || g.in_w == 1));
+      // Pixels per task: L2-sized (256 KiB of input and output rows), at least 8 tasks, and
+      // for strided layers within the column budget (the gathered rows).
+      double rows = std::max(16.0, double(256 << 10) / (elem * (g.in_channels + g.out_channels)));
+      rows = std::min(rows, std::max(16.0, std::ceil(pixels / 8.0)));
+      if (strided)
+        rows = std::min(rows, std::max(1.0, double(conv_workspace_budget_bytes()) /
+                                                (elem * std::max<int64_t>(1, g.in_channels))));
+      double chunks = std::ceil(pixels / std::max(1.0, rows));
+      if (pass == ConvPass::Forward) {
         f.macs = G * pixels * round_up(Cg, kSliverCols) * Kr;
-      else if (pass == ConvPass::GradInput)
+        if (strided) f.bytes += 2.0 * elem_in;  // gather written, then read by the GEMM
+      } else if (pass == ConvPass::GradInput) {
         f.macs = G * pixels * round_up(Kr, kSliverCols) * Cg;
-      else
+        // chunk written by the GEMM, read by the scatter; off-grid rows zeroed
+        if (strided) f.bytes += 2.0 * elem_in + elem * (in - pixels * g.in_channels);
+      } else {
+        const double parts = std::max(1.0, std::min<double>(pr.threads, std::floor(pixels / 64)));
         f.macs = G * round_up(Cg, kSliverRows) * round_up(Kr, kSliverCols) * pixels;
-      if (!is_pointwise(g, p)) f.bytes += elem * 2.0 * pixels * g.in_channels;
-      if (pass == ConvPass::GradWeight) f.bytes += elem * weights * pr.threads;
-      f.tasks = G;
+        if (strided) f.bytes += 2.0 * elem_in;
+        f.bytes += elem * weights * parts;  // partial sums zeroed and added
+        if (!strided) chunks = parts;  // one GEMM per range; gathered ranges go by chunks
+      }
+      f.tasks = G * chunks;
       break;
     }
     case ConvAlgoId::Im2colNhwc: {
