@@ -167,3 +167,105 @@ def test_bad_arguments():
         torch.ops.cnnext.gemm(a, a.t(), False, False, 1.0, 0.0, None, "sse9")
     with pytest.raises(RuntimeError, match="beta != 0 needs c"):
         torch.ops.cnnext.gemm(a, a.t(), False, False, 1.0, 1.0, None, "auto")
+
+
+# ---- op(A) read in place (direct_a): few columns, A not transposed ----------------------------
+# CNNEXT_GEMM_DIRECT_A (read per call): "0" packs op(A), "1" reads it in place whenever
+# op(A) = A, unset chooses by shape. Both paths run the same FMA chain per element, so they must
+# agree bitwise, not just within a tolerance.
+DIRECT_A_SHAPES = [  # (M, N, K): partial slivers on both sides, odd K, K past one block
+    (1, 1, 1),
+    (13, 31, 7),  # one partial A sliver (mr = 14 on avx512, 6 on avx2, 4 portable)
+    (15, 33, 17),  # a whole sliver and a 1-row one; a 1-column B sliver
+    (29, 24, 385),  # K past one packed block, N = 24 (a NHWC 1x1 layer's output channels)
+    (100, 64, 64),
+    (57, 144, 29),
+    (45, 257, 31),  # more B slivers than the automatic limit (forced in place here)
+    (6, 70, 401),  # rows few enough for direct_b: forced direct_a must still be exact
+]
+
+
+def _gemm_with(monkeypatch, mode, *args):
+    monkeypatch.setenv("CNNEXT_GEMM_DIRECT_A", mode)
+    return torch.ops.cnnext.gemm(*args)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("tb", [False, True])
+def test_direct_a_matches_reference_and_packed_bitwise(monkeypatch, isa, dtype, tb):
+    for m, n, k in DIRECT_A_SHAPES:
+        a, b = _operands(m, n, k, False, tb, dtype)
+        direct = _gemm_with(monkeypatch, "1", a, b, False, tb, 1.0, 0.0, None, isa)
+        packed = _gemm_with(monkeypatch, "0", a, b, False, tb, 1.0, 0.0, None, isa)
+        _check(direct, _reference(a, b, False, tb), dtype, k)
+        assert torch.equal(direct, packed), (m, n, k)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (-2.0, 0.75), (0.5, 0.0)])
+def test_direct_a_alpha_beta(monkeypatch, isa, dtype, alpha, beta):
+    for m, n, k in [(29, 24, 385), (57, 144, 29)]:
+        a, b = _operands(m, n, k, False, True, dtype)
+        c = torch.randn(m, n, dtype=dtype)
+        direct = _gemm_with(monkeypatch, "1", a, b, False, True, alpha, beta, c, isa)
+        packed = _gemm_with(monkeypatch, "0", a, b, False, True, alpha, beta, c, isa)
+        _check(direct, _reference(a, b, False, True, alpha, beta, c), dtype, k)
+        assert torch.equal(direct, packed)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_direct_a_beta_zero_never_reads_c(monkeypatch, isa, dtype):
+    for m, n, k in [(13, 31, 7), (29, 24, 385), (45, 257, 31)]:
+        a, b = _operands(m, n, k, False, False, dtype)
+        for garbage in (float("nan"), float("inf")):
+            c = torch.full((m, n), garbage, dtype=dtype)
+            out = _gemm_with(monkeypatch, "1", a, b, False, False, 1.5, 0.0, c, isa)
+            _check(out, _reference(a, b, False, False, 1.5), dtype, k)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_direct_a_threads_and_auto(monkeypatch, isa):
+    # Large enough to be split between threads; the automatic choice (in place for N = 64 with
+    # lda = 300, packed for lda = 1024 floats, a multiple of 4 KiB) is bitwise the packed path.
+    threads = torch.get_num_threads()
+    try:
+        for m, n, k in [(2000, 64, 300), (700, 40, 1024), (900, 256, 77)]:
+            a, b = _operands(m, n, k, False, True, torch.float32)
+            torch.set_num_threads(1)
+            packed = _gemm_with(monkeypatch, "0", a, b, False, True, 1.0, 0.0, None, isa)
+            for t in (1, 2, 3):
+                torch.set_num_threads(t)
+                for mode in ("1", "auto"):
+                    out = _gemm_with(monkeypatch, mode, a, b, False, True, 1.0, 0.0, None, isa)
+                    assert torch.equal(out, packed), (m, n, k, t, mode)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_direct_a_rows_wider_than_k(monkeypatch, isa, dtype):
+    # lda > K: the op takes contiguous operands, so this goes through the NHWC 1x1 conv row,
+    # whose GEMMs read each group's channel slice of the activation rows (K = 29 of lda = 232)
+    # and each group's output slice (ldc = 64 * 8). The forced row and ISA keep it on this path.
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", "pointwise")
+    x = torch.randn(2, 232, 9, 11, dtype=dtype).to(memory_format=torch.channels_last)
+    w = torch.randn(64, 29, 1, 1, dtype=dtype)
+    bias = torch.randn(64, dtype=dtype)
+    out = {}
+    for mode in ("0", "1"):
+        monkeypatch.setenv("CNNEXT_GEMM_DIRECT_A", mode)
+        out[mode] = cnnext.functional.conv2d(x, w, bias, groups=8)
+    expected = torch.nn.functional.conv2d(x.double(), w.double(), bias.double(), groups=8)
+    _check(out["1"], expected, dtype, 29)
+    assert torch.equal(out["1"], out["0"])
+
+
+def test_direct_a_environment_value_checked(monkeypatch):
+    a = torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="CNNEXT_GEMM_DIRECT_A must be 0, 1 or auto"):
+        _gemm_with(monkeypatch, "yes", a, a.t(), False, False, 1.0, 0.0, None, "auto")

@@ -5,6 +5,11 @@
 // The call parallelises internally (at::parallel_for) over disjoint blocks of C. Every C
 // element is computed by one fixed-order FMA chain over K whichever thread owns it, so results
 // are deterministic and independent of the thread count (for a given ISA path).
+// With op(A) = A and few columns (N <= 8 nr-slivers, NHWC 1x1 convs), A's rows are read in
+// place rather than packed; the results are bitwise those of the packed path. The environment
+// variable CNNEXT_GEMM_DIRECT_A (read per call) overrides that choice for tests and
+// measurements: "0" always packs op(A), "1" reads it in place whenever op(A) = A, "auto" or
+// unset chooses by shape.
 // Implementation: gemm.cpp (driver, Goto/BLIS blocking), pack.h, microkernel.h (kernel
 // contract), kernel_avx512.cpp / kernel_avx2.cpp / kernel_portable.cpp (run-time dispatch).
 #include <cstdint>

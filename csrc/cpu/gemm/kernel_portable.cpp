@@ -5,18 +5,18 @@
 namespace cnnext::cpu::gemm_detail {
 namespace {
 
-// row(k) gives where row k of b starts (see the MicroKernel / OffsetMicroKernel contracts).
-template <typename T, int MR, int MRP, int NR, class RowAt>
-void portable_tile(int64_t kc, const T* __restrict__ a, const RowAt& row, T* c, int64_t ldc,
-                   T alpha, T beta, int64_t n) {
+// a_at(k, i) gives element (k, i) of the A tile, row(k) where row k of b starts (see the
+// MicroKernel / OffsetMicroKernel / DirectAMicroKernel contracts).
+template <typename T, int MR, int NR, class AAt, class RowAt>
+void portable_tile(int64_t kc, const AAt& a_at, const RowAt& row, T* c, int64_t ldc, T alpha,
+                   T beta, int64_t n) {
   T acc[MR][NR] = {};
   for (int64_t k = 0; k < kc; ++k) {
     const T* __restrict__ b = row(k);
     for (int i = 0; i < MR; ++i) {
-      const T ai = a[i];
+      const T ai = a_at(k, i);
       for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
     }
-    a += MRP;
   }
   const int64_t cols = n < NR ? n : NR;
   for (int i = 0; i < MR; ++i) {
@@ -32,15 +32,22 @@ void portable_tile(int64_t kc, const T* __restrict__ a, const RowAt& row, T* c, 
 template <typename T, int MR, int MRP, int NR>
 void portable_kernel(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
                      T alpha, T beta, int64_t n) {
-  portable_tile<T, MR, MRP, NR>(kc, a, [=](int64_t k) { return b + k * ldb; }, c, ldc, alpha,
-                                beta, n);
+  portable_tile<T, MR, NR>(kc, [=](int64_t k, int i) { return a[k * MRP + i]; },
+                           [=](int64_t k) { return b + k * ldb; }, c, ldc, alpha, beta, n);
+}
+
+template <typename T, int MR, int NR>
+void portable_direct_a_kernel(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                              int64_t ldc, T alpha, T beta, int64_t n) {
+  portable_tile<T, MR, NR>(kc, [=](int64_t k, int i) { return a[i * lda + k]; },
+                           [=](int64_t k) { return b + k * ldb; }, c, ldc, alpha, beta, n);
 }
 
 template <typename T, int MR, int MRP, int NR>
 void portable_offset_kernel(int64_t kc, const T* a, const T* b, const int64_t* b_offset, T* c,
                             int64_t ldc, T alpha, T beta, int64_t n) {
-  portable_tile<T, MR, MRP, NR>(kc, a, [=](int64_t k) { return b + b_offset[k]; }, c, ldc,
-                                alpha, beta, n);
+  portable_tile<T, MR, NR>(kc, [=](int64_t k, int i) { return a[k * MRP + i]; },
+                           [=](int64_t k) { return b + b_offset[k]; }, c, ldc, alpha, beta, n);
 }
 
 template <typename T, int MRP, int NR, int M = MRP>
@@ -48,6 +55,7 @@ struct FillRows {
   static void fill(KernelSet<T>& ks) {
     ks.rows[M] = &portable_kernel<T, M, MRP, NR>;
     ks.offset_rows[M] = &portable_offset_kernel<T, M, MRP, NR>;
+    ks.direct_a_rows[M] = &portable_direct_a_kernel<T, M, NR>;
     FillRows<T, MRP, NR, M - 1>::fill(ks);
   }
 };

@@ -24,6 +24,13 @@ template <typename T>
 using OffsetMicroKernel = void (*)(int64_t kc, const T* a, const T* b, const int64_t* b_offset,
                                    T* c, int64_t ldc, T alpha, T beta, int64_t n);
 
+// The same tile with A read in place instead of packed: element (k, i) at a[i*lda + k]
+// (op(A) = A, not transposed). Only `rows` rows of a are read, each for kc elements, so a
+// partial sliver needs no padding. Same FMA order as MicroKernel: bit-identical results.
+template <typename T>
+using DirectAMicroKernel = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb,
+                                    T* c, int64_t ldc, T alpha, T beta, int64_t n);
+
 // Dot-product tile for op(A) * op(B) with both operands contiguous along K (A not transposed,
 // B transposed): C[i][j] = alpha * dot(a + i*lda, b + j*ldb) + beta * C[i][j] for i < m,
 // j < n, with m, n <= kDotTile. No packing: for small M and N with large K (conv grad_weight)
@@ -51,6 +58,7 @@ struct KernelSet {
   int64_t nc;      // columns of op(B) packed per block (multiple of nr; sized for L2)
   MicroKernel<T> rows[kMaxMR + 1];  // rows[m] computes an m-row tile, 1 <= m <= mr
   OffsetMicroKernel<T> offset_rows[kMaxMR + 1];  // the same with offset-addressed rows of b
+  DirectAMicroKernel<T> direct_a_rows[kMaxMR + 1];  // the same with a read in place
   DotKernel<T> dot;                 // optional (SIMD paths only; null otherwise)
   DotRowsKernel<T> dot_rows;        // optional, likewise
   // Optional: packs op(A) = A (rows contiguous along k; A at the block's first element) into

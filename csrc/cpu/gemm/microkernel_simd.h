@@ -30,11 +30,25 @@ struct OffsetRows {
   const T* ahead(int64_t k) const { return row(k) + NR; }
 };
 
-// MR accumulator rows of NV vectors each; MRP is the packed sliver height (stride of a per k).
-template <class S, int MR, int MRP, int NV, class Rows>
-void simd_tile(int64_t kc, const typename S::T* __restrict__ a, const Rows rows,
-               typename S::T* c, int64_t ldc, typename S::T alpha, typename S::T beta,
-               int64_t n) {
+// Where element (k, i) of the A tile lies: in a packed sliver MRP rows high (k*MRP + i) ...
+template <typename T, int MRP>
+struct PackedA {
+  const T* a;
+  T at(int64_t k, int i) const { return a[k * MRP + i]; }
+};
+// ... or in A's own rows, lda apart (i*lda + k): op(A) = A read in place, only the tile's rows.
+template <typename T>
+struct InPlaceA {
+  const T* a;
+  int64_t lda;
+  T at(int64_t k, int i) const { return a[i * lda + k]; }
+};
+
+// MR accumulator rows of NV vectors each; ARows / BRows say where the operands' elements lie.
+// Each C element is the same FMA chain over k whatever the addressing.
+template <class S, int MR, int NV, class ARows, class BRows>
+void simd_tile(int64_t kc, const ARows a, const BRows rows, typename S::T* c, int64_t ldc,
+               typename S::T alpha, typename S::T beta, int64_t n) {
   using V = typename S::V;
   // The C tile is touched only at the end; start its (likely L2/L3) lines on the way now.
 #pragma GCC unroll 32
@@ -55,16 +69,15 @@ void simd_tile(int64_t kc, const typename S::T* __restrict__ a, const Rows rows,
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       bv[v] = S::load(b + v * S::L);
-      if constexpr (Rows::kPrefetch)
+      if constexpr (BRows::kPrefetch)
         _mm_prefetch(reinterpret_cast<const char*>(rows.ahead(k) + v * S::L), _MM_HINT_T0);
     }
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const V ai = S::set1(a[i]);
+      const V ai = S::set1(a.at(k, i));
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = S::fmadd(ai, bv[v], acc[i][v]);
     }
-    a += MRP;
   }
 
   typename S::Mask masks[NV];
@@ -94,15 +107,25 @@ template <class S, int MR, int MRP, int NV>
 void simd_kernel(int64_t kc, const typename S::T* a, const typename S::T* b, int64_t ldb,
                  typename S::T* c, int64_t ldc, typename S::T alpha, typename S::T beta,
                  int64_t n) {
-  simd_tile<S, MR, MRP, NV>(kc, a, StridedRows<typename S::T>{b, ldb}, c, ldc, alpha, beta, n);
+  using T = typename S::T;
+  simd_tile<S, MR, NV>(kc, PackedA<T, MRP>{a}, StridedRows<T>{b, ldb}, c, ldc, alpha, beta, n);
+}
+
+template <class S, int MR, int NV>
+void simd_direct_a_kernel(int64_t kc, const typename S::T* a, int64_t lda,
+                          const typename S::T* b, int64_t ldb, typename S::T* c, int64_t ldc,
+                          typename S::T alpha, typename S::T beta, int64_t n) {
+  using T = typename S::T;
+  simd_tile<S, MR, NV>(kc, InPlaceA<T>{a, lda}, StridedRows<T>{b, ldb}, c, ldc, alpha, beta, n);
 }
 
 template <class S, int MR, int MRP, int NV>
 void simd_offset_kernel(int64_t kc, const typename S::T* a, const typename S::T* b,
                         const int64_t* b_offset, typename S::T* c, int64_t ldc,
                         typename S::T alpha, typename S::T beta, int64_t n) {
-  simd_tile<S, MR, MRP, NV>(kc, a, OffsetRows<typename S::T, NV * S::L>{b, b_offset}, c, ldc,
-                            alpha, beta, n);
+  using T = typename S::T;
+  simd_tile<S, MR, NV>(kc, PackedA<T, MRP>{a}, OffsetRows<T, NV * S::L>{b, b_offset}, c, ldc,
+                       alpha, beta, n);
 }
 
 // See DotRowsKernel (microkernel.h). Rows past m (columns past n) repeat row 0 (column 0):
@@ -177,13 +200,14 @@ void simd_dot(int64_t K, const typename S::T* a, int64_t lda, const typename S::
   simd_dot_rows<S>(K, ar, br, c, ldc, alpha, beta, m, n);
 }
 
-// rows[m] = simd_kernel<S, m, MRP, NV> and offset_rows[m] = simd_offset_kernel<...> for
-// m = 1..MRP.
+// rows[m] = simd_kernel<S, m, MRP, NV>, offset_rows[m] = simd_offset_kernel<...> and
+// direct_a_rows[m] = simd_direct_a_kernel<...> for m = 1..MRP.
 template <class S, int MRP, int NV, int M = MRP>
 struct FillRows {
   static void fill(KernelSet<typename S::T>& ks) {
     ks.rows[M] = &simd_kernel<S, M, MRP, NV>;
     ks.offset_rows[M] = &simd_offset_kernel<S, M, MRP, NV>;
+    ks.direct_a_rows[M] = &simd_direct_a_kernel<S, M, NV>;
     FillRows<S, MRP, NV, M - 1>::fill(ks);
   }
 };
