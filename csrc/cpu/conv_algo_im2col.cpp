@@ -312,11 +312,28 @@ bool im2col_applies(const ConvProblem& pr, ConvPass) {
 bool pointwise_applies(const ConvProblem& pr, ConvPass pass) {
   return im2col_applies(pr, pass) && is_pointwise(pr.g, pr.p);
 }
+double pointwise_cost(const ConvProblem& pr, ConvPass pass);
+
+// On a 1x1 map both rows run one GEMM per image with a single column, where the matmul row
+// runs one GEMM over the batch: never cheaper than it (the fitted estimates said otherwise for
+// grad_weight, measured 5-6x slower on the AVX-512 fit).
+double one_by_one_map_bound(const ConvProblem& pr, ConvPass pass, double own) {
+  if (!kMatmulAlgorithm.applies(pr, pass)) return own;
+  return std::max(own, kMatmulAlgorithm.cost(pr, pass));
+}
+
 double im2col_cost(const ConvProblem& pr, ConvPass pass) {
-  return estimate_seconds(ConvAlgoId::Im2col, pr, pass);
+  const double own = estimate_seconds(ConvAlgoId::Im2col, pr, pass);
+  // On a pointwise layer that batches no images (make_plan), im2col runs the pointwise row's
+  // GEMMs after copying the image into columns: never cheaper. The fitted estimates of the
+  // two rows come from different shape mixes and can say otherwise (measured on the AVX-512
+  // fit: 1x1 200->80 at 14^2, batch 1, picked im2col at 3x the pointwise row's time).
+  if (is_pointwise(pr.g, pr.p) && (pr.g.batch == 1 || pr.g.out_plane() >= kSmallPlane))
+    return std::max(own, one_by_one_map_bound(pr, pass, pointwise_cost(pr, pass)));
+  return one_by_one_map_bound(pr, pass, own);
 }
 double pointwise_cost(const ConvProblem& pr, ConvPass pass) {
-  return estimate_seconds(ConvAlgoId::Pointwise, pr, pass);
+  return one_by_one_map_bound(pr, pass, estimate_seconds(ConvAlgoId::Pointwise, pr, pass));
 }
 
 }  // namespace
