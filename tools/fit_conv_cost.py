@@ -217,6 +217,12 @@ def robust_fit(rows, rounds=4):
         coef = nnls_fit(keep)
         ratio = [r["seconds"] / max(float(np.dot(coef, r["features"])), 1e-12) for r in rows]
         keep = [r for r, q in zip(rows, ratio) if q <= DISTURBED]
+    if coef is not None and keep:
+        # Least squares on relative error leans low where the model cannot follow the shapes
+        # (overestimates cost more than underestimates); one scale makes the estimate unbiased
+        # in log terms, which is how rows are compared.
+        pred = [max(float(np.dot(coef, r["features"])), 1e-12) for r in keep]
+        coef = coef * float(np.exp(np.mean([math.log(r["seconds"] / q) for r, q in zip(keep, pred)])))
     return coef
 
 
