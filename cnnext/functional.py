@@ -158,6 +158,15 @@ def _plain(t, dtype):
     return t.stride()[1:] == (h * w, w, 1) and c != 0
 
 
+def _channels_last_cpu(t, dtype):
+    """A channels_last CPU tensor the conv operator takes as it is: its output (and
+    grad_input) come back channels_last, as torch's do (both follow the input's
+    suggest_memory_format), so no layout rule is left for Python."""
+    if type(t) not in _TENSOR_TYPES or t.dtype is not dtype or t.dim() != 4 or not t.is_cpu:
+        return False
+    return t.shape[1] != 0 and t.is_contiguous(memory_format=torch.channels_last)
+
+
 def _needs_autograd(*tensors):
     """Whether the call must go through the operators' autograd (the Python wrapper costs
     about 10 us a call, a third of a tiny conv); below it when nothing can record a graph."""
@@ -188,13 +197,14 @@ def _fast_device(t):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, _relu=False):
     """Same signature and semantics as torch.nn.functional.conv2d. The private _relu=True
     applies torch.relu inside the operator (the fused conv of cnnext.convert(fuse=True))."""
-    # Fast path: plain float tensors, int arguments, no forward AD, autocast or layout rule.
+    # Fast path: plain float tensors (NCHW, or channels_last on the CPU), int arguments, no
+    # forward AD, autocast or layout rule.
     dtype = getattr(input, "dtype", None)
     if (
         not _relu
         and (dtype is torch.float32 or dtype is torch.float64)
         and type(groups) is int
-        and _plain(input, dtype)
+        and (_plain(input, dtype) or _channels_last_cpu(input, dtype))
         and _plain(weight, dtype)
         and (bias is None or (type(bias) in _TENSOR_TYPES and bias.dtype is dtype))
         and fwAD._current_level < 0

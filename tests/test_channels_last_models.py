@@ -102,3 +102,29 @@ def test_channels_last_call_peak_memory_not_above_torch(shape):
           f"{input_bytes / 2**20:.1f} MiB")
     # Page-granular RSS: allow 2 MiB of noise; an activation copy would be tens of MiB.
     assert mine["extra"] <= theirs["extra"] + (2 << 20)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_output_and_gradient_strides_match_torch_for_channels_last_inputs(dtype):
+    """Whatever path a call takes (the fast path for channels_last CPU inputs included), the
+    output and grad_input strides are torch's, for unambiguous and ambiguous layouts alike
+    (1x1 maps and single channels, whose channels_last strides are also NCHW strides)."""
+    shapes = [(2, 8, 9, 7), (1, 28, 1, 1), (2, 28, 1, 1), (1, 1, 7, 7), (3, 5, 1, 6)]
+    for shape in shapes:
+        for make in (lambda s: torch.randn(s, dtype=dtype).contiguous(memory_format=CL),
+                     lambda s: torch.empty(s, dtype=dtype, memory_format=CL).normal_()):
+            x = make(shape)
+            w = torch.randn(6, shape[1], 1, 1, dtype=dtype)
+            for grad in (False, True):
+                xs = [x.clone(memory_format=torch.preserve_format).requires_grad_(grad)
+                      for _ in range(2)]
+                y_t = torch.nn.functional.conv2d(xs[0], w)
+                y_c = cnnext.functional.conv2d(xs[1], w)
+                assert y_c.stride() == y_t.stride(), (shape, x.stride(), grad)
+                torch.testing.assert_close(y_c, y_t)
+                if grad:
+                    g = torch.randn_like(y_t)
+                    y_t.backward(g)
+                    y_c.backward(g)
+                    assert xs[1].grad.stride() == xs[0].grad.stride(), (shape, x.stride())
+                    torch.testing.assert_close(xs[1].grad, xs[0].grad)
