@@ -68,6 +68,14 @@ RowChunks split_rows(int64_t total, int64_t row_len, int64_t elem, int64_t threa
   return {(total + rows - 1) / rows, rows};
 }
 
+}  // namespace
+
+int64_t im2col_nhwc_chunk_count(int64_t total, int64_t row_len, int64_t elem, int64_t threads) {
+  return split_rows(total, row_len, elem, threads).count;
+}
+
+namespace {
+
 // Runs task(t) for t in [0, tasks): in parallel (serial work inside each task) when every
 // thread gets one, else in order with the parallelism inside each task.
 template <typename F>

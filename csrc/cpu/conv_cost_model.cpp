@@ -7,6 +7,7 @@
 #include "conv_cost_coefficients.h"
 #include "gemm/gemm.h"
 #include "gemm/microkernel.h"
+#include "im2col_nhwc.h"
 
 namespace cnnext::cpu {
 namespace {
@@ -161,13 +162,16 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       const double taps = double(g.kernel_h * g.kernel_w), Kb = taps * Cb;
       // The dot path costs about a 16-column tile per row whatever its width (fit on the
       // AVX-512 census: grouped 3x3 with 8 channels per group ran 2x its true-MAC estimate).
+      // A gathered run (one tap of one pixel) costs about a cache line beyond its bytes:
+      // groups of few channels gather many short runs.
+      constexpr double kRunBytes = 64.0;
       const auto columns = [&](double c) { return c <= 16 ? 16.0 : round_up(c, kSliverCols); };
       const bool in_place = is_pointwise(g, p);
       if (pass == ConvPass::GradInput) {
         const double in_pixels = N * g.in_plane();
         f.macs = Gb * in_pixels * columns(Cb) * Ob * taps /
                  double(p.stride[0] * p.stride[1]);
-        if (!in_place) f.bytes += elem * 2.0 * Gb * in_pixels * Ob * taps /
+        if (!in_place) f.bytes += (elem * 2.0 * Ob + kRunBytes) * Gb * in_pixels * taps /
                                   double(p.stride[0] * p.stride[1]);
       } else {
         const double pixels = N * P;
@@ -175,10 +179,24 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
           f.macs = Gb * pixels * columns(Ob) * Kb;
         else
           f.macs = Gb * round_up(Ob, kSliverRows) * round_up(Kb, kSliverCols) * pixels;
-        if (!in_place) f.bytes += elem * 2.0 * Gb * pixels * Kb;
+        if (!in_place) f.bytes += elem * 2.0 * Gb * pixels * Kb + kRunBytes * Gb * pixels * taps;
       }
       if (pass == ConvPass::GradWeight) f.bytes += elem * weights * b * pr.threads;
-      f.tasks = Gb * std::max(1.0, N * P * Kb * elem / double(conv_workspace_budget_bytes()));
+      // GEMM calls: chunks of pixel rows per group (and per stride phase for grad_input).
+      const int64_t e = static_cast<int64_t>(elem);
+      if (pass == ConvPass::GradInput) {
+        const int64_t phases = p.stride[0] * p.stride[1];
+        const int64_t phase_taps = std::max<int64_t>(1, g.kernel_h * g.kernel_w / phases);
+        const int64_t row_len =
+            in_place ? 0 : std::max<int64_t>(phase_taps * int64_t(Ob), int64_t(Cb));
+        f.tasks = Gb * double(phases) *
+                  double(im2col_nhwc_chunk_count(
+                      std::max<int64_t>(1, g.batch * g.in_plane() / phases), row_len, e,
+                      pr.threads));
+      } else {
+        f.tasks = Gb * double(im2col_nhwc_chunk_count(g.batch * g.out_plane(),
+                                                      in_place ? 0 : int64_t(Kb), e, pr.threads));
+      }
       break;
     }
     case ConvAlgoId::Count:

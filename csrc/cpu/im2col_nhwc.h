@@ -8,6 +8,10 @@
 
 namespace cnnext::cpu {
 
+// How many pixel-row chunks the row cuts `total` rows of `row_len` elements into (its
+// workspace budget, chunk target and thread rounding): the cost model counts GEMM calls so.
+int64_t im2col_nhwc_chunk_count(int64_t total, int64_t row_len, int64_t elem, int64_t threads);
+
 // An NHWC activation (input or grad_output) and the channel slice of one group in it.
 struct NhwcPlane {
   int64_t height, width, channels;  // channels: all of them (the row pitch of a pixel)
