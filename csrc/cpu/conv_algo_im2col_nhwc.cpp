@@ -71,7 +71,7 @@ RowChunks split_rows(int64_t total, int64_t row_len, int64_t elem, int64_t threa
 }  // namespace
 
 int64_t im2col_nhwc_chunk_count(int64_t total, int64_t row_len, int64_t elem, int64_t threads) {
-  return split_rows(total, row_len, elem, threads).count;
+  return total <= 0 ? 0 : split_rows(total, row_len, elem, threads).count;  // batch 0: none
 }
 
 namespace {
