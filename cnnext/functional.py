@@ -159,9 +159,10 @@ def _plain(t, dtype):
 
 
 def _channels_last_cpu(t, dtype):
-    """A channels_last CPU tensor the conv operator takes as it is: its output (and
-    grad_input) come back channels_last, as torch's do (both follow the input's
-    suggest_memory_format), so no layout rule is left for Python."""
+    """A channels_last CPU tensor the conv operator takes as it is. With a channels_last
+    input (and a weight in either layout) the output and grad_input come back channels_last,
+    as torch's do (both follow the input's suggest_memory_format), so no layout rule is left
+    for Python; an NCHW input with a channels_last weight still needs it."""
     if type(t) not in _TENSOR_TYPES or t.dtype is not dtype or t.dim() != 4 or not t.is_cpu:
         return False
     return t.shape[1] != 0 and t.is_contiguous(memory_format=torch.channels_last)
@@ -204,8 +205,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         not _relu
         and (dtype is torch.float32 or dtype is torch.float64)
         and type(groups) is int
-        and (_plain(input, dtype) or _channels_last_cpu(input, dtype))
-        and _plain(weight, dtype)
+        and (
+            _plain(input, dtype) and _plain(weight, dtype)
+            or _channels_last_cpu(input, dtype)
+            and (
+                _plain(weight, dtype)
+                # A channels_last weight makes torch's output channels_last: the operator's
+                # is too only where the input is unambiguously channels_last.
+                or _channels_last_cpu(weight, dtype) and not input.is_contiguous()
+            )
+        )
         and (bias is None or (type(bias) in _TENSOR_TYPES and bias.dtype is dtype))
         and fwAD._current_level < 0
         and _fast_device(input) is not None
