@@ -16,6 +16,7 @@
 #include "conv_algorithms.h"
 #include "conv_cost_model.h"
 #include "conv_grad_weight_sum.h"
+#include "conv_tasks.h"
 #include "gemm/gemm.h"
 #include "im2col.h"
 
@@ -88,19 +89,6 @@ Plan make_plan(const Conv2dGeometry& g, const Conv2dParams& p, int64_t elem_size
                                     1, images);
   }
   return pl;
-}
-
-// Runs task(t) for t in [0, tasks): in parallel (serial work inside each task) when every
-// thread gets a task, else in order with the parallelism inside each task.
-template <typename F>
-void run_tasks(int64_t tasks, int64_t threads, const F& task) {
-  if (threads > 1 && tasks >= threads) {
-    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) task(t);
-    });
-  } else {
-    for (int64_t t = 0; t < tasks; ++t) task(t);
-  }
 }
 
 // The images and output rows of task t.
@@ -270,7 +258,7 @@ void run_im2col(const ConvProblem& pr, ConvPass pass, ConvTensors& t, bool in_pl
       const T* w = t.weight.data_ptr<T>();
       const T* b = t.bias.defined() ? t.bias.data_ptr<T>() : nullptr;
       T* out = t.output.data_ptr<T>();
-      run_tasks(pl.tasks(), pl.threads,
+      run_conv_tasks(pl.tasks(), pl.threads,
                 [&](int64_t k) { forward_task(pl, task_range(pl, k), in, w, b, out); });
       return;
     }
@@ -280,7 +268,7 @@ void run_im2col(const ConvProblem& pr, ConvPass pass, ConvTensors& t, bool in_pl
       T* gi = t.grad_input.data_ptr<T>();
       const int64_t per_task = pl.images;  // grad_input tasks own whole images
       const int64_t tasks = (g.batch + per_task - 1) / per_task;
-      run_tasks(tasks, pl.threads, [&](int64_t k) {
+      run_conv_tasks(tasks, pl.threads, [&](int64_t k) {
         const int64_t n0 = k * per_task;
         grad_input_task(pl, n0, std::min(per_task, g.batch - n0), go, w, gi);
       });

@@ -28,6 +28,7 @@
 #include "conv_algorithms.h"
 #include "conv_cost_model.h"
 #include "conv_grad_weight_sum.h"
+#include "conv_tasks.h"
 #include "gemm/gemm.h"
 #include "im2col_nhwc.h"
 #include "weight_cache.h"
@@ -75,19 +76,6 @@ int64_t im2col_nhwc_chunk_count(int64_t total, int64_t row_len, int64_t elem, in
 }
 
 namespace {
-
-// Runs task(t) for t in [0, tasks): in parallel (serial work inside each task) when every
-// thread gets one, else in order with the parallelism inside each task.
-template <typename F>
-void run_tasks(int64_t tasks, int64_t threads, const F& task) {
-  if (threads > 1 && tasks >= threads) {
-    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) task(t);
-    });
-  } else {
-    for (int64_t t = 0; t < tasks; ++t) task(t);
-  }
-}
 
 // rows [r0, r1) of a gather, split over the threads when called outside a parallel region.
 template <typename F>
@@ -153,7 +141,7 @@ void forward(const ConvProblem& pr, ConvTensors& t) {
   const bool in_place = pointwise_in_place(g, pr.p);
   const int64_t pixels = g.batch * g.out_plane();
   const RowChunks ch = split_rows(pixels, in_place ? 0 : Kr, sizeof(T), pr.threads);
-  run_tasks(ch.count * G, pr.threads, [&](int64_t task) {
+  run_conv_tasks(ch.count * G, pr.threads, [&](int64_t task) {
     const int64_t gi = task % G, c = task / G;
     const int64_t p0 = c * ch.rows, p1 = std::min(pixels, p0 + ch.rows), rows = p1 - p0;
     const T* a = in + p0 * g.in_channels + gi * Cg;
@@ -325,7 +313,7 @@ void grad_input(const ConvProblem& pr, ConvTensors& t) {
     const PhasePixel px = phase_pixel(phase, p.stride[0], p.stride[1], q);
     return ((px.n * g.in_h + px.ih) * g.in_w + px.iw) * C;
   };
-  run_tasks(static_cast<int64_t>(tasks.size()), pr.threads, [&](int64_t k) {
+  run_conv_tasks(static_cast<int64_t>(tasks.size()), pr.threads, [&](int64_t k) {
     const GradInputTask& task = tasks[k];
     const InputPhase& phase = ph.phases[task.phase];
     const int64_t rows = task.q1 - task.q0, taps = phase.ntaps_h * phase.ntaps_w;

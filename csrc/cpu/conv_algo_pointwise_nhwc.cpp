@@ -27,6 +27,7 @@
 #include "conv_algorithms.h"
 #include "conv_cost_model.h"
 #include "conv_grad_weight_sum.h"
+#include "conv_tasks.h"
 #include "gemm/gemm.h"
 
 namespace cnnext::cpu {
@@ -134,14 +135,8 @@ int64_t task_pixels(const Layout& l, int64_t elem_size) {
 template <typename F>
 void run_pixel_tasks(const Layout& l, int64_t threads, int64_t rows, const F& task) {
   const int64_t tasks = (l.pixels + rows - 1) / rows;
-  const auto one = [&](int64_t t) { task(t * rows, std::min(rows, l.pixels - t * rows)); };
-  if (threads > 1 && tasks >= threads) {
-    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) one(t);
-    });
-  } else {
-    for (int64_t t = 0; t < tasks; ++t) one(t);
-  }
+  run_conv_tasks(tasks, threads,
+                 [&](int64_t t) { task(t * rows, std::min(rows, l.pixels - t * rows)); });
 }
 
 template <typename T>
