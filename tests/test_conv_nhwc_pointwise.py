@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import cnnext
 from conftest import assert_close
+from test_depthwise import _grads
 
 CL = torch.channels_last
 
@@ -45,15 +46,6 @@ def _inputs(shape, dtype, bias=True, seed=0):
 
 def _pair(v):
     return list(v) if isinstance(v, tuple) else [v, v]
-
-
-def _grads(fn, x, w, b, cfg, go):
-    x = x.detach().requires_grad_()
-    w = w.detach().requires_grad_()
-    b = b.detach().requires_grad_() if b is not None else None
-    y = fn(x, w, b, *cfg)
-    y.backward(go)
-    return y.detach(), x.grad, w.grad, (b.grad if b is not None else None)
 
 
 def _check_functional(shape, dtype, bias=True, x=None):

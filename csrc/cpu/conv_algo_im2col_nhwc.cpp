@@ -100,6 +100,27 @@ ForwardGather forward_gather(const Conv2dGeometry& g, const Conv2dParams& p, int
                        p.dilation[0], p.dilation[1]};
 }
 
+// The column rows of output pixels [p0, p1) for group gi, and their pitch: the input itself
+// where it serves as the columns (1x1, stride 1, no padding), else gathered into the calling
+// thread's column workspace.
+template <typename T>
+const T* pixel_columns(const ConvProblem& pr, const T* in, bool in_place, int64_t gi, int64_t p0,
+                       int64_t p1, int64_t& ld) {
+  const Conv2dGeometry& g = pr.g;
+  const int64_t Cg = g.in_channels_per_group(), Kr = g.kernel_h * g.kernel_w * Cg;
+  if (in_place) {
+    ld = g.in_channels;
+    return in + p0 * g.in_channels + gi * Cg;
+  }
+  T* col = thread_workspace_as<T>(WorkspaceSlot::Columns, (p1 - p0) * Kr);
+  const ForwardGather f = forward_gather(g, pr.p, gi);
+  gather_rows(p0, p1, Kr, [&](int64_t r0, int64_t r1) {
+    gather_forward_columns(in, f, r0, r1, col + (r0 - p0) * Kr);
+  });
+  ld = Kr;
+  return col;
+}
+
 // ---- forward ---------------------------------------------------------------------------------
 
 template <typename T>
@@ -144,17 +165,8 @@ void forward(const ConvProblem& pr, ConvTensors& t) {
   run_conv_tasks(ch.count * G, pr.threads, [&](int64_t task) {
     const int64_t gi = task % G, c = task / G;
     const int64_t p0 = c * ch.rows, p1 = std::min(pixels, p0 + ch.rows), rows = p1 - p0;
-    const T* a = in + p0 * g.in_channels + gi * Cg;
-    int64_t lda = g.in_channels;
-    if (!in_place) {
-      T* col = thread_workspace_as<T>(WorkspaceSlot::Columns, rows * Kr);
-      const ForwardGather f = forward_gather(g, pr.p, gi);
-      gather_rows(p0, p1, Kr, [&](int64_t r0, int64_t r1) {
-        gather_forward_columns(in, f, r0, r1, col + (r0 - p0) * Kr);
-      });
-      a = col;
-      lda = Kr;
-    }
+    int64_t lda = 0;
+    const T* a = pixel_columns(pr, in, in_place, gi, p0, p1, lda);
     T* c_out = out + p0 * O + gi * Og;
     T beta = 0;
     if (bias != nullptr) {  // bias pre-filled, then the GEMM accumulates onto it
@@ -186,17 +198,8 @@ void grad_weight(const ConvProblem& pr, ConvTensors& t) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t p0 = c * ch.rows, p1 = std::min(pixels, p0 + ch.rows), rows = p1 - p0;
       for (int64_t gi = 0; gi < G; ++gi) {
-        const T* b = in + p0 * g.in_channels + gi * Cg;
-        int64_t ldb = g.in_channels;
-        if (!in_place) {
-          T* col = thread_workspace_as<T>(WorkspaceSlot::Columns, rows * Kr);
-          const ForwardGather f = forward_gather(g, pr.p, gi);
-          gather_rows(p0, p1, Kr, [&](int64_t r0, int64_t r1) {
-            gather_forward_columns(in, f, r0, r1, col + (r0 - p0) * Kr);
-          });
-          b = col;
-          ldb = Kr;
-        }
+        int64_t ldb = 0;
+        const T* b = pixel_columns(pr, in, in_place, gi, p0, p1, ldb);
         gemm<T>(true, false, Og, Kr, rows, T(1), go + p0 * O + gi * Og, O, b, ldb, T(1),
                 acc + gi * Og * Kr, Kr);
       }

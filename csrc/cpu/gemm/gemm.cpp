@@ -100,6 +100,23 @@ constexpr int64_t kDirectAPrefetchBytes = int64_t(1) << 20;
 // 2048 floats measured 0.8x the packed path). Those keep the packed path.
 constexpr int64_t kL1SetSpanBytes = 4096;
 
+// One packing buffer for op(B) per thread, shared by both region paths.
+ThreadBuffer& thread_b_buffer() {
+  thread_local ThreadBuffer b_buffer;
+  return b_buffer;
+}
+
+// Packs the kc x nc block of op(B) at (pc, jc) into nr-column slivers (zero-padded).
+template <typename T>
+void pack_b_block(const KernelSet<T>& ks, const Problem<T>& p, int64_t pc, int64_t jc, int64_t kc,
+                  int64_t nc, T* b_pack) {
+  const int64_t slivers_n = (nc + ks.nr - 1) / ks.nr;
+  if (p.trans_b && ks.pack_b_cols != nullptr)
+    ks.pack_b_cols(p.B + jc * p.ldb + pc, p.ldb, kc, nc, b_pack);
+  else
+    gemm_detail::pack_b(p.trans_b, p.B, p.ldb, pc, jc, kc, nc, ks.nr, 0, slivers_n, b_pack);
+}
+
 // Where direct_b also applies (few rows), it stays: B is then the large operand.
 template <typename T>
 bool use_direct_a(const KernelSet<T>& ks, const Problem<T>& p, int64_t n0, int64_t n1,
@@ -120,18 +137,14 @@ void gemm_region_direct_a(const KernelSet<T>& ks, const Problem<T>& p, int64_t m
   const int64_t KC = std::min(ks.kc, p.K);
   const int64_t NC = std::min(std::max<int64_t>(nr, ks.nc / nr * nr), (n1 - n0 + nr - 1) / nr * nr);
   const bool prefetch_next = (m1 - m0) * p.K * int64_t(sizeof(T)) > kDirectAPrefetchBytes;
-  thread_local ThreadBuffer b_buffer;
-  T* b_pack = static_cast<T*>(b_buffer.get(sizeof(T) * NC * KC));
+  T* b_pack = static_cast<T*>(thread_b_buffer().get(sizeof(T) * NC * KC));
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min(NC, n1 - jc);
     const int64_t slivers_n = (nc + nr - 1) / nr;
     for (int64_t pc = 0; pc < p.K; pc += KC) {
       const int64_t kc = std::min(KC, p.K - pc);
       const T beta = pc == 0 ? p.beta : T(1);  // later K blocks accumulate onto the first
-      if (p.trans_b && ks.pack_b_cols != nullptr)
-        ks.pack_b_cols(p.B + jc * p.ldb + pc, p.ldb, kc, nc, b_pack);
-      else
-        gemm_detail::pack_b(p.trans_b, p.B, p.ldb, pc, jc, kc, nc, nr, 0, slivers_n, b_pack);
+      pack_b_block(ks, p, pc, jc, kc, nc, b_pack);
       for (int64_t is = m0; is < m1; is += mr) {
         const auto kernel = ks.direct_a_rows[std::min<int64_t>(mr, m1 - is)];
         const T* a_sliver = p.A + is * p.lda + pc;
@@ -165,9 +178,9 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
     return;
   }
 
-  thread_local ThreadBuffer a_buffer, b_buffer;
+  thread_local ThreadBuffer a_buffer;
   T* a_pack = static_cast<T*>(a_buffer.get(sizeof(T) * MC * KC));
-  T* b_pack = static_cast<T*>(b_buffer.get(sizeof(T) * NC * KC));
+  T* b_pack = static_cast<T*>(thread_b_buffer().get(sizeof(T) * NC * KC));
 
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min(NC, n1 - jc);
@@ -178,10 +191,8 @@ void gemm_region(const KernelSet<T>& ks, const Problem<T>& p, int64_t m0, int64_
       const T beta = pc == 0 ? p.beta : T(1);  // later K blocks accumulate onto the first
       if (direct_b)  // only a partial last sliver needs a zero-padded copy
         gemm_detail::pack_b(false, p.B, p.ldb, pc, jc, kc, nc, nr, full_n, slivers_n, b_pack);
-      else if (p.trans_b && ks.pack_b_cols != nullptr)
-        ks.pack_b_cols(p.B + jc * p.ldb + pc, p.ldb, kc, nc, b_pack);
       else
-        gemm_detail::pack_b(p.trans_b, p.B, p.ldb, pc, jc, kc, nc, nr, 0, slivers_n, b_pack);
+        pack_b_block(ks, p, pc, jc, kc, nc, b_pack);
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         gemm_detail::pack_a_with(ks, p.trans_a, p.A, p.lda, ic, pc, mc, kc, a_pack);
