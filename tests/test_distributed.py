@@ -53,6 +53,9 @@ def _worker(rank, port, out_path):
         _train(model, x.chunk(WORLD)[rank], y.chunk(WORLD)[rank])
         if rank == 0:
             torch.save(model.module.state_dict(), out_path)
+        # Both ranks leave together: a rank tearing gloo down while the other still runs
+        # aborted once in CI ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
