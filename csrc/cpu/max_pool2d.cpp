@@ -89,20 +89,24 @@ at::Tensor max_pool_scatter_cpu(const char* op, const at::Tensor& grad_output,
   at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
   if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
   const PoolLayout L = pool_layout(g, cl);
-  std::vector<PoolRange> rows, cols;  // empty-window test (max_pool2d only)
+  // Every output's window: which rows a task's outputs reach, and (max_pool2d with dilation
+  // and padding) which windows are empty. params null: adaptive_max_pool2d's windows.
+  std::vector<PoolRange> rows, cols;
   if (params != nullptr) {
     rows = max_rows(g, *params);
     cols = max_cols(g, *params);
+  } else {
+    rows = ranges(g.out_h, [&](int64_t o) { return adaptive_range(o, g.out_h, g.in_h); });
+    cols = ranges(g.out_w, [&](int64_t o) { return adaptive_range(o, g.out_w, g.in_w); });
   }
   auto empty = [](const PoolRange& x) { return x.begin >= x.end; };
   const bool any_empty = std::any_of(rows.begin(), rows.end(), empty) ||
                          std::any_of(cols.begin(), cols.end(), empty);
-  const PoolRange* r = any_empty ? rows.data() : nullptr;
-  const PoolRange* c = any_empty ? cols.data() : nullptr;
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "cnnext_max_pool2d_backward_cpu", [&] {
     ok = max_pool_backward<scalar_t>(go.data_ptr<scalar_t>(), id.data_ptr<int64_t>(),
-                                     grad_input.data_ptr<scalar_t>(), L, r, c);
+                                     grad_input.data_ptr<scalar_t>(), L, rows.data(), cols.data(),
+                                     any_empty);
   });
   TORCH_CHECK(ok, "cnnext.", op, ": indices hold values outside [0, ", g.in_h * g.in_w,
               ") (each index is h * W + w within its plane)");

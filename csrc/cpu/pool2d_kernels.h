@@ -11,8 +11,9 @@
 // build has no -march flag, and active_isa() (honouring CNNEXT_ISA) picks one per call.
 //
 // Parallelism: forward over output rows (image, oh), so few planes still use every thread.
-// Backward scatters grad_output into grad_input; each (image, channel) plane is owned by one
-// task and scattered in a fixed order, so results are bit-identical whatever the threads.
+// Backward scatters grad_output into grad_input; each (image, block of input rows) is owned by
+// one task, which adds only into its own rows, in output order, so results are bit-identical
+// whatever the threads.
 #include <ATen/NumericUtils.h>
 #include <ATen/OpMathType.h>
 #include <c10/util/BFloat16.h>
@@ -68,19 +69,21 @@ void for_output_rows(const PoolLayout& L, int64_t window_area, const Body& body)
   at::parallel_for(0, L.images * L.out_h, grain, body);
 }
 
-// Disjoint (image, channel-block) tasks covering every plane once: task t is image
-// t / blocks, channels [(t % blocks) * block, + block). Channels are split only when images
-// alone cannot feed the threads.
-struct PlaneBlocks {
-  int64_t blocks, block;
+// Backward tasks: disjoint (image, block of input rows) pieces covering every grad_input
+// element once. Each task owns all channels of its rows, so threads never write the same
+// cache lines (splitting channels made neighbouring threads' prefetchers fight over lines);
+// rows are split only when images alone cannot feed the threads.
+struct RowBlocks {
+  int64_t blocks, rows;  // per image: `blocks` blocks of `rows` input rows (the last may be short)
 };
-inline PlaneBlocks plane_blocks(const PoolLayout& L) {
+inline RowBlocks row_blocks(const PoolLayout& L) {
   const int64_t threads = at::get_num_threads();
   int64_t blocks = 1;
-  if (L.channels > 1 && L.images < threads) {
-    blocks = std::min<int64_t>(L.channels / 16 + 1, (threads + L.images - 1) / L.images);
+  if (L.images < threads && L.in_h > 1) {
+    blocks = std::min<int64_t>(L.in_h, (threads + L.images - 1) / L.images);
   }
-  return {blocks, (L.channels + blocks - 1) / blocks};
+  const int64_t rows = (L.in_h + blocks - 1) / blocks;
+  return {(L.in_h + rows - 1) / rows, rows};
 }
 
 template <typename T>
@@ -168,24 +171,25 @@ void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
 
 // grad_input[index] += grad_output, plane by plane. Returns false if an index lies outside
 // its plane (such entries are skipped, never written out of bounds) unless its window is
-// empty (rows/cols given: max_pool2d's windows; an empty one contributes nothing).
+// empty. rows/cols: every output's window (max_pool2d's or adaptive_max_pool2d's); an empty
+// one (dilation with padding, any_empty) contributes nothing.
 template <typename T>
 bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L,
-                       const PoolRange* rows = nullptr, const PoolRange* cols = nullptr) {
+                       const PoolRange* rows, const PoolRange* cols, bool any_empty) {
   std::atomic<bool> ok{true};
-  const PlaneBlocks pb = plane_blocks(L);
+  const RowBlocks rb = row_blocks(L);
   const Isa isa = active_isa();
-  at::parallel_for(0, L.images * pb.blocks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
     auto run = [&]() -> bool {
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
-        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
+        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, rb, t0, t1);
+        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, rb, t0, t1);
         default: break;
       }
 #endif
-      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, pb.blocks, pb.block, t0, t1);
+      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, rb, t0, t1);
     };
     if (!run()) ok = false;
   });
@@ -219,18 +223,18 @@ template <typename T, typename ShareFn>
 void avg_pool_backward(const T* grad_out, T* grad_in, const PoolLayout& L,
                        const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
                        const ShareFn& share) {
-  const PlaneBlocks pb = plane_blocks(L);
+  const RowBlocks rb = row_blocks(L);
   const Isa isa = active_isa();
-  at::parallel_for(0, L.images * pb.blocks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
     (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
     switch (isa) {
-      case Isa::Avx512: return pool_avx512::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, pb.blocks, pb.block, t0, t1);
-      case Isa::Avx2: return pool_avx2::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, pb.blocks, pb.block, t0, t1);
+      case Isa::Avx512: return pool_avx512::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, t0, t1);
+      case Isa::Avx2: return pool_avx2::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, t0, t1);
       default: break;
     }
 #endif
-    pool_portable::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, pb.blocks, pb.block, t0, t1);
+    pool_portable::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, t0, t1);
   });
 }
 

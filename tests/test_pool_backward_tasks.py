@@ -1,0 +1,79 @@
+"""The CPU pooling backward's task split: each task owns a block of input rows of one image (all
+channels), so with fewer images than threads an image's rows are shared out. Gradients must be
+bit-identical whatever the thread count, match torch, and the global-pooling broadcast path
+(window = the whole map) must give every pixel its channel's share."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnext.functional as CF
+from conftest import assert_close
+
+CASES = [
+    ("max 3x3 s2 p1", lambda m, t: m.max_pool2d(t, 3, 2, 1)),
+    ("max 4x4 s1 p2 (heavy overlap)", lambda m, t: m.max_pool2d(t, 4, 1, 2)),
+    ("max 3x3 s2 ceil", lambda m, t: m.max_pool2d(t, 3, 2, ceil_mode=True)),
+    ("max dilated", lambda m, t: m.max_pool2d(t, (2, 3), (1, 2), (1, 1), dilation=(2, 1))),
+    ("adaptive max", lambda m, t: m.adaptive_max_pool2d(t, (5, 3))),
+    ("avg 3x3 s1 p1", lambda m, t: m.avg_pool2d(t, 3, 1, 1)),
+    ("avg 2x2", lambda m, t: m.avg_pool2d(t, 2)),
+    ("avg ceil no pad count", lambda m, t: m.avg_pool2d(t, 3, 2, 1, ceil_mode=True,
+                                                        count_include_pad=False)),
+    ("avg whole map", lambda m, t: m.avg_pool2d(t, (9, 13))),
+    ("adaptive avg 1x1", lambda m, t: m.adaptive_avg_pool2d(t, 1)),
+    ("adaptive avg 3x4", lambda m, t: m.adaptive_avg_pool2d(t, (3, 4))),
+]
+
+
+def _grad(fn, x, g_seed):
+    x = x.detach().clone().requires_grad_()
+    out = fn(x)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(g_seed)).to(x.dtype)
+    g = g.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+        memory_format=torch.channels_last) and x.shape[1] > 1 else g
+    return torch.autograd.grad(out, x, g)[0]
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_row_blocks_are_thread_count_independent(restore_threads, channels_last, dtype, batch):
+    # C = 21: a full vector of channels and a tail at every ISA width; 9 x 13 rows split unevenly.
+    x = torch.randn(batch, 21, 9, 13, generator=torch.Generator().manual_seed(5)).round()
+    x = x.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for name, fn in CASES:
+        results = []
+        for threads in (1, 2, 3, 4):
+            torch.set_num_threads(threads)
+            results.append(_grad(lambda t: fn(CF, t), x, 11))
+        for r in results[1:]:
+            assert torch.equal(r, results[0]), (name, dtype, channels_last, batch)
+        assert results[0].is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        assert_close(results[0], _grad(lambda t: fn(F, t), x, 11), dtype)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_global_pooling_gradient_is_the_share_everywhere(channels_last, dtype):
+    x = torch.randn(2, 35, 7, 6).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = CF.adaptive_avg_pool2d(x, 1)
+    g = torch.randn(out.shape).to(dtype)
+    (grad,) = torch.autograd.grad(out, x, g)
+    # Each pixel: its channel's share (divided by each extent in turn, as torch does).
+    want = (g.float() / 7 / 6).to(dtype).expand(x.shape)
+    assert torch.equal(grad, want)
+    (ref,) = torch.autograd.grad(F.adaptive_avg_pool2d(x, 1), x, g)
+    assert_close(grad, ref, dtype)
