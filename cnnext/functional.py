@@ -4,7 +4,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
-from . import _checks
+from . import _C, _checks
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from ._args import int_list, integer
 
@@ -180,11 +180,25 @@ def _needs_autograd(*tensors):
     return any(t is not None and t.requires_grad for t in tensors)
 
 
+# The fast paths' operators and their direct entry points (csrc/python_fast_calls.cpp: one
+# pybind11 call into the dispatcher, about 3 us less than torch.ops' boxed call).
+_FAST_CALLS = {
+    _cnnext.conv2d.default: _C.conv2d_fast,
+    _cnnext.max_pool2d.default: _C.max_pool2d_fast,
+    _cnnext.max_pool2d_values.default: _C.max_pool2d_values_fast,
+    _cnnext.avg_pool2d.default: _C.avg_pool2d_fast,
+    _cnnext.adaptive_avg_pool2d.default: _C.adaptive_avg_pool2d_fast,
+}
+
+
 def _fast_call(op, needs_autograd, *args):
-    if needs_autograd:
+    if not needs_autograd:
+        return _FAST_CALLS[op](False, *args)
+    # torch.compile and functorch trace torch.ops calls only; forward AD has its own path.
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or fwAD._current_level >= 0):
         return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
+    return _FAST_CALLS[op](True, *args)
 
 
 def _fast_device(t):

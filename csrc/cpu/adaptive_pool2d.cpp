@@ -23,6 +23,8 @@ std::vector<PoolRange> adaptive_cols(const Pool2dGeometry& g) {
   return ranges(g.out_w, [&](int64_t o) { return adaptive_range(o, g.out_w, g.in_w); });
 }
 
+bool is_identity(const Pool2dGeometry& g) { return g.out_h == g.in_h && g.out_w == g.in_w; }
+
 // Largest window along one dimension (work estimate for the parallel grain).
 int64_t max_window(int64_t in, int64_t out) { return out > 0 ? (in + out - 1) / out + 1 : 1; }
 
@@ -35,6 +37,9 @@ at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& self, c10::IntArrayRef outp
   const at::Tensor input = self.contiguous(fmt);
   at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, self.options().memory_format(fmt));
   if (out.numel() == 0) return out;
+  // Output size = input size (AlexNet's 6x6 and VGG's 7x7 heads at 224²): every window is one
+  // element, whose average is itself exactly.
+  if (is_identity(g)) return out.copy_(input);
   auto divisor = [](const PoolRange& rh, const PoolRange& rw) { return rh.extent * rw.extent; };
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "cnnext_adaptive_avg_pool2d_cpu", [&] {
     avg_pool_forward<scalar_t>(input.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
@@ -60,6 +65,7 @@ at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const
   // Zeroed by the kernel, plane by plane, just before its scatter.
   at::Tensor grad_input = at::empty(self.sizes(), self.options().memory_format(fmt));
   if (grad_input.numel() == 0 || go.numel() == 0) return grad_input.zero_();
+  if (is_identity(g)) return grad_input.copy_(go);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "cnnext_adaptive_avg_pool2d_backward_cpu", [&] {
     // torch divides by each extent in turn; kept for bit-identical gradients.
     auto share = [](scalar_t g_out, const PoolRange& rh, const PoolRange& rw) {
