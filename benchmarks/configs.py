@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class LayoutConfig:
     key: str  # what --config takes
     title: str  # what the report prints
-    dtype_name: str  # "float32", "bfloat16"
+    dtype_name: str  # "float32", "bfloat16", "float16"
     channels_last: bool
 
     @property
@@ -41,5 +41,7 @@ CONFIGS = {c.key: c for c in (
     LayoutConfig("f32-cl", "float32 channels_last", "float32", True),
     LayoutConfig("bf16-cl", "bfloat16 channels_last", "bfloat16", True),
     LayoutConfig("bf16-nchw", "bfloat16 NCHW", "bfloat16", False),
+    LayoutConfig("f16-cl", "float16 channels_last", "float16", True),
+    LayoutConfig("f16-nchw", "float16 NCHW", "float16", False),
 )}
 DEFAULT_CONFIGS = ("f32-nchw", "f32-cl", "bf16-cl")

@@ -2,6 +2,7 @@
 GEMM peak (torch.mm on large squares) and copy bandwidth (a large dst.copy_(src), counting
 bytes read + written)."""
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -101,6 +102,22 @@ def copy_bandwidth(device, sizes_mib, reps):
         curve.append({"mib": mib, "gbps": 2 * elements * 4 / seconds / 1e9})
         del src, dst
     return max(p["gbps"] for p in curve), curve
+
+
+def copy_gbps_at(curve, nbytes):
+    """The copy bandwidth for a working set of nbytes moved: the measured curve (GB/s against
+    MiB moved) interpolated in log size, clamped to its ends. A pooling row of 1 MiB runs in
+    cache and one of 1 GiB from DRAM, so each is held to the copy that moves as much."""
+    points = sorted((p["mib"] * 2**20, p["gbps"]) for p in curve)
+    if not points:
+        return None
+    if nbytes <= points[0][0]:
+        return points[0][1]
+    for (s0, g0), (s1, g1) in zip(points, points[1:]):
+        if nbytes <= s1:
+            f = math.log(nbytes / s0) / math.log(s1 / s0)
+            return g0 + f * (g1 - g0)
+    return points[-1][1]
 
 
 def _cpu_mhz():

@@ -77,10 +77,19 @@ def _min_text(g):
     return "-" if g["min_ratio"] is None else f"{g['min_ratio']:.2f}x ({g['min_row']})"
 
 
+def _copy_curve_text(peaks):
+    curve = peaks.get("copy_curve") or []
+    if not curve:
+        return ""
+    points = ", ".join(f"{p['gbps']:.0f} at {p['mib']} MiB" for p in curve)
+    return f" ({points}; a pooling row is held to the copy of its own size)"
+
+
 def _limits_line(summary):
     peaks = summary["peaks"]
     line = (f"machine limits measured in this run: GEMM peak {peaks['gemm_gflops']:.0f} GFLOP/s "
-            f"(torch.mm), copy bandwidth {peaks['copy_gbps']:.1f} GB/s")
+            f"(torch.mm), copy bandwidth {peaks['copy_gbps']:.1f} GB/s at best"
+            + _copy_curve_text(peaks))
     if peaks.get("bf16_gflops") and peaks.get("bf16_peak_source"):
         line += f", bfloat16 peak {peaks['bf16_gflops']:.0f} GFLOP/s ({peaks['bf16_peak_source']}"
         line += f"; torch.mm bfloat16 {peaks['bf16_mm_gflops']:.0f})" if peaks.get("bf16_mm_gflops") else ")"

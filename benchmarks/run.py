@@ -148,7 +148,7 @@ def run_suite(config, rows=None):
     if bar is not None:
         bar.close()
 
-    add_fractions(rows, gemm_peak, copy_gbps, bf16_peak)
+    add_fractions(rows, gemm_peak, copy_curve, bf16_peak)
     summary = {
         "machine": machine.facts(config.device, config.dtype),
         "run": {"mode": "quick" if config.quick else "full", "filter": config.filter,

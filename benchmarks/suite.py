@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import machine
 from .timing import CpuLoad, Samples, interleaved, synchronize, time_call
 
 # Largest error allowed, relative to the largest magnitude of torch's result tensor. float32
@@ -218,17 +219,19 @@ def run_row(row, device, dtype, timing, progress=None):
     return row
 
 
-def add_fractions(rows, gemm_peak_gflops, copy_gbps, bf16_peak_gflops=None):
-    """Fraction of the machine's limit: copy bandwidth for pooling rows; for conv, GEMM and
-    model rows the float32 GEMM peak, or the bfloat16 peak (AMX) for bfloat16 rows."""
+def add_fractions(rows, gemm_peak_gflops, copy_curve, bf16_peak_gflops=None):
+    """Fraction of the machine's limit: for pooling rows the copy bandwidth measured for a
+    working set of the row's size (machine.copy_gbps_at); for conv, GEMM and model rows the
+    float32 GEMM peak, or the bfloat16 peak (AMX) for bfloat16 rows."""
     for row in rows:
         res = row.result
         if not res.get("timed"):
             continue
         bf16 = row.dtype_override == torch.bfloat16
         flops_peak = bf16_peak_gflops if bf16 and bf16_peak_gflops else gemm_peak_gflops
+        copy_limit = machine.copy_gbps_at(copy_curve, row.bytes) if row.bytes and copy_curve else None
         for side in ("torch", "cnnext"):
-            if "gbps" in res[side] and copy_gbps:
-                res[side]["fraction_of_peak"] = res[side]["gbps"] / copy_gbps
+            if "gbps" in res[side] and copy_limit:
+                res[side]["fraction_of_peak"] = res[side]["gbps"] / copy_limit
             elif "gflops" in res[side] and flops_peak:
                 res[side]["fraction_of_peak"] = res[side]["gflops"] / flops_peak

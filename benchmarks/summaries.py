@@ -9,7 +9,8 @@ from .configs import CONFIGS
 TARGET_FLOOR = 0.9  # the issues' "no layer below 0.9x": rows under it are counted
 
 # The layout pairs "best layout each side" compares, by dtype.
-LAYOUT_PAIRS = {"float32": ("f32-nchw", "f32-cl"), "bfloat16": ("bf16-nchw", "bf16-cl")}
+LAYOUT_PAIRS = {"float32": ("f32-nchw", "f32-cl"), "bfloat16": ("bf16-nchw", "bf16-cl"),
+                "float16": ("f16-nchw", "f16-cl")}
 
 
 def _geomean(values):

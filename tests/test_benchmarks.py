@@ -135,6 +135,28 @@ def test_pool_min_bytes_and_ceil_mode_size():
         assert out.shape[-1] == spec.out_hw
 
 
+def test_pool_rows_are_held_to_the_copy_of_their_own_size():
+    from benchmarks.machine import copy_gbps_at
+
+    curve = [{"mib": 8, "gbps": 180.0}, {"mib": 32, "gbps": 80.0}, {"mib": 256, "gbps": 30.0}]
+    mib = 2**20
+    assert copy_gbps_at(curve, 1 * mib) == 180.0  # below the curve: its first point
+    assert copy_gbps_at(curve, 8 * mib) == 180.0
+    assert copy_gbps_at(curve, 16 * mib) == pytest.approx(130.0)  # halfway in log size
+    assert copy_gbps_at(curve, 32 * mib) == pytest.approx(80.0)
+    assert copy_gbps_at(curve, 4096 * mib) == 30.0  # beyond: its last point
+    assert copy_gbps_at([], mib) is None
+
+
+def test_half_configs_pair_into_a_best_layout_summary():
+    from benchmarks.summaries import LAYOUT_PAIRS
+
+    for dtype, (nchw, cl) in LAYOUT_PAIRS.items():
+        assert CONFIGS[nchw].dtype_name == CONFIGS[cl].dtype_name == dtype
+        assert not CONFIGS[nchw].channels_last and CONFIGS[cl].channels_last
+    assert CONFIGS["f16-cl"].apply(torch.zeros(1, 3, 2, 2)).dtype == torch.float16
+
+
 def _finite_numbers(value):
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return True
