@@ -188,3 +188,25 @@ def test_empty_windows_get_no_gradient(device, channels_last, hw, kernel, stride
         with pytest.raises(RuntimeError, match="outside"):
             ops.max_pool2d_backward(g, x, bad, list(kernel), list(stride), list(padding),
                                     list(dilation), ceil_mode)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", HALF + [torch.float32])
+def test_channels_last_channel_blocks(monkeypatch, isa, dtype):
+    """channels_last pools run blocks of 8 (average) or 4 (max) vectors of channels per window
+    pass, then one block of 4, 2 and 1 vectors where they fit, then one vector overlapping the
+    previous: C = 83, 149 and 237 reach each at every ISA width (16, 8, 4 lanes)."""
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    for channels in (83, 149, 237):
+        x = _input(dtype, True, shape=(2, channels, 6, 7))
+        for args in MAX_CONFIGS[:3]:
+            ref, ref_idx = F.max_pool2d(x, return_indices=True, **args)
+            with torch.no_grad():
+                _same_values(CF.max_pool2d(x, **args), ref)
+            out, idx = CF.max_pool2d(x, return_indices=True, **args)
+            _same_values(out, ref)
+            assert torch.equal(idx, ref_idx), (channels, args)
+        finite = _input(dtype, True, shape=(2, channels, 6, 7), special=False)
+        for args in AVG_CONFIGS:
+            assert_close(CF.avg_pool2d(finite, **args), F.avg_pool2d(finite, **args), dtype)
+        assert_close(CF.adaptive_avg_pool2d(finite, 1), F.adaptive_avg_pool2d(finite, 1), dtype)
