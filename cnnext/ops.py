@@ -1,7 +1,11 @@
-"""Fake kernels and autograd for the C++ operators in csrc/ops.cpp.
+"""Fake kernels for the C++ operators in csrc/ops.cpp, and the autograd of those whose
+autograd is not in C++.
 
-Every backward is built from cnnext operators that have autograd of their own, so double
-backward (and higher) works and torch.compile sees no Python-side kernels.
+The forward pooling operators' autograd is C++ (csrc/autograd_pool.cpp): Python's
+register_autograd wrapper cost about 60 us per forward + backward. Their backward operators,
+and conv2d, keep Python autograd here. Every backward is built from cnnext operators that have
+autograd of their own, so double backward (and higher) works and torch.compile sees no
+Python-side kernels.
 """
 import torch
 
@@ -248,57 +252,6 @@ def _gather_at_indices(grad, indices):
     return flat.view(indices.shape)
 
 
-# max_pool2d / adaptive_max_pool2d: d(out)/d(self) scatters to the indices.
-def _max_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], output[1])
-    ctx.params = tuple(inputs[1:])
-    ctx.mark_non_differentiable(output[1])
-
-
-def _max_pool2d_backward(ctx, grad_output, _grad_indices):
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 6
-    self, indices = ctx.saved_tensors
-    return (_backward_op(ops.max_pool2d_backward.default, grad_output, self, indices, *ctx.params),) + (
-        None,) * 5
-
-
-def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_indices):
-    if not ctx.needs_input_grad[0]:
-        return None, None
-    self, indices = ctx.saved_tensors
-    return _backward_op(ops.adaptive_max_pool2d_backward.default, grad_output, self, indices), None
-
-
-torch.library.register_autograd(
-    "cnnext::max_pool2d", _max_pool2d_backward, setup_context=_max_setup_context
-)
-torch.library.register_autograd(
-    "cnnext::adaptive_max_pool2d", _adaptive_max_pool2d_backward, setup_context=_max_setup_context
-)
-
-
-# max_pool2d_values is chosen when no gradient is needed; should one be asked for anyway, the
-# indices are recomputed (the values-only pass never made them).
-def _max_values_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.params = tuple(inputs[1:])
-
-
-def _max_pool2d_values_backward(ctx, grad_output):
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 6
-    (self,) = ctx.saved_tensors
-    _, indices = ops.max_pool2d(self.detach(), *ctx.params)
-    return (ops.max_pool2d_backward(grad_output, self, indices, *ctx.params),) + (None,) * 5
-
-
-torch.library.register_autograd(
-    "cnnext::max_pool2d_values", _max_pool2d_values_backward,
-    setup_context=_max_values_setup_context,
-)
-
-
 # The max backwards are linear in grad_output (constant in self): their own gradient wrt
 # grad_output gathers at the indices.
 def _max_backward_setup_context(ctx, inputs, output):
@@ -320,34 +273,7 @@ for _name in ("cnnext::max_pool2d_backward", "cnnext::adaptive_max_pool2d_backwa
     )
 
 
-# avg_pool2d / adaptive_avg_pool2d: linear; the backward's own gradient is the forward.
-def _avg_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.params = tuple(inputs[1:])
-
-
-def _avg_pool2d_backward(ctx, grad_output):
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 7
-    (self,) = ctx.saved_tensors
-    return (_backward_op(ops.avg_pool2d_backward.default, grad_output, self, *ctx.params),) + (None,) * 6
-
-
-def _adaptive_avg_pool2d_backward(ctx, grad_output):
-    if not ctx.needs_input_grad[0]:
-        return None, None
-    (self,) = ctx.saved_tensors
-    return _backward_op(ops.adaptive_avg_pool2d_backward.default, grad_output, self), None
-
-
-torch.library.register_autograd(
-    "cnnext::avg_pool2d", _avg_pool2d_backward, setup_context=_avg_setup_context
-)
-torch.library.register_autograd(
-    "cnnext::adaptive_avg_pool2d", _adaptive_avg_pool2d_backward, setup_context=_avg_setup_context
-)
-
-
+# The avg backwards are linear in grad_output: their own gradient is the forward.
 def _avg_backward_setup_context(ctx, inputs, output):
     ctx.params = tuple(inputs[2:])
     ctx.output_hw = tuple(inputs[0].shape[2:])
