@@ -1,9 +1,9 @@
-"""Fake kernels for the C++ operators in csrc/ops.cpp, and the autograd of those whose
-autograd is not in C++.
+"""Fake kernels for the C++ operators in csrc/ops.cpp, and the autograd of their backward
+operators.
 
-The forward pooling operators' autograd is C++ (csrc/autograd_pool.cpp): Python's
-register_autograd wrapper cost about 60 us per forward + backward. Their backward operators,
-and conv2d, keep Python autograd here. Every backward is built from cnnext operators that have
+The forward operators' autograd is C++ (csrc/autograd_pool.cpp, csrc/autograd_conv.cpp):
+Python's register_autograd wrapper cost about 60 us per forward + backward. Their backwards
+call the backward operators here, whose autograd is built from cnnext operators that have
 autograd of their own, so double backward (and higher) works and torch.compile sees no
 Python-side kernels.
 """
@@ -13,16 +13,6 @@ from . import _C  # noqa: F401  (loads the library; the operators register thems
 from ._shapes import conv_output_size
 
 ops = torch.ops.cnnext
-
-
-def _backward_op(op, *args):
-    """A backward's operator call. Below the autograd key when no graph is being built
-    (backward without create_graph): the operator's own autograd wrapper would cost about
-    15 us a call and record nothing."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
 
 
 # ---- conv2d -------------------------------------------------------------------------------
@@ -73,46 +63,6 @@ def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation,
     grad_weight = weight.new_empty(weight.shape if output_mask[1] else (0,))
     grad_bias = weight.new_empty((weight.shape[0],) if output_mask[2] else (0,))
     return grad_input, grad_weight, grad_bias
-
-
-def _conv2d_setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs[:7]
-    ctx.relu = len(inputs) > 7 and bool(inputs[7])
-    # The fused ReLU's gradient passes where the output is positive (torch.relu's rule).
-    ctx.save_for_backward(input, weight, output if ctx.relu else None)
-    ctx.params = (stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv2d_backward(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
-    mask = [
-        ctx.needs_input_grad[0],
-        ctx.needs_input_grad[1],
-        ctx.has_bias and ctx.needs_input_grad[2],
-    ]
-    if not any(mask):
-        return None, None, None, None, None, None, None, None
-    if ctx.relu:
-        grad_output = grad_output * (output > 0).to(grad_output.dtype)
-    grad_input, grad_weight, grad_bias = _backward_op(
-        ops.conv2d_backward.default, grad_output, input, weight, *ctx.params, mask
-    )
-    return (
-        grad_input if mask[0] else None,
-        grad_weight if mask[1] else None,
-        grad_bias if mask[2] else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd(
-    "cnnext::conv2d", _conv2d_backward, setup_context=_conv2d_setup_context
-)
 
 
 def _conv2d_backward_setup_context(ctx, inputs, output):

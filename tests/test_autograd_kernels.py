@@ -146,3 +146,110 @@ def test_pool_compiled_backward_matches_eager():
     (expected,) = torch.autograd.grad(f(x), x)
     (got,) = torch.autograd.grad(torch.compile(f, fullgraph=True, backend="aot_eager")(x), x)
     torch.testing.assert_close(got, expected)
+
+
+# ---- conv2d -------------------------------------------------------------------------------
+CONV_PARAMS = ([2, 1], [1, 1], [1, 2], 2)  # stride, padding, dilation, groups
+
+
+def _conv_inputs(dtype=torch.float32, bias=True, channels_last=False, grads=(True, True, True)):
+    x = torch.randn(2, 4, 7, 8, dtype=dtype)
+    w = torch.randn(6, 2, 3, 3, dtype=dtype)
+    b = torch.randn(6, dtype=dtype) if bias else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for t, g in zip((x, w, b), grads):
+        if t is not None:
+            t.requires_grad_(g)
+    return x, w, b
+
+
+def _conv(x, w, b, relu=False):
+    return ops.conv2d(x, w, b, *CONV_PARAMS, relu)
+
+
+def _conv_grads(x, w, b, grad_out, relu=False):
+    """What the backward op returns called directly, for the tensors requiring grad."""
+    if relu:
+        grad_out = grad_out * (_conv(x.detach(), w.detach(), b, True) > 0).to(grad_out.dtype)
+    mask = [x.requires_grad, w.requires_grad, b is not None and b.requires_grad]
+    grads = ops.conv2d_backward(grad_out, x.detach(), w.detach(), *CONV_PARAMS, mask)
+    return [g for g, m in zip(grads, mask) if m]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_grads_are_the_backward_op(relu, bias, channels_last):
+    x, w, b = _conv_inputs(bias=bias, channels_last=channels_last)
+    y = _conv(x, w, b, relu)
+    _assert_cpp_node(y, "Conv2dFunction")
+    grad_out = torch.randn_like(y)
+    wanted = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(y, wanted, grad_out)
+    expected = _conv_grads(x, w, b, grad_out, relu)
+    assert len(grads) == len(expected)
+    for got, want in zip(grads, expected):
+        assert torch.equal(got, want)
+        assert got.stride() == want.stride()
+    # channels_last inputs give channels_last grad_input, as the backward op does.
+    assert grads[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_conv_only_weight_requires_grad():
+    x, w, b = _conv_inputs(grads=(False, True, False))
+    y = _conv(x, w, b)
+    grad_out = torch.randn_like(y)
+    y.backward(grad_out)
+    assert x.grad is None and b.grad is None
+    assert torch.equal(w.grad, _conv_grads(x, w, b, grad_out)[0])
+
+
+def test_conv_records_nothing_without_grad():
+    x, w, b = _conv_inputs(grads=(False, False, False))
+    assert _conv(x, w, b).grad_fn is None
+    with torch.no_grad():
+        assert _conv(x.requires_grad_(), w, b).grad_fn is None
+
+
+def test_conv_relu_masks_zero_outputs_like_torch_relu():
+    # Half the output channels are exactly 0 (zero weights, zero bias): torch.relu passes no
+    # gradient there (strictly positive), and neither does the fused flag.
+    x, w, b = _conv_inputs(dtype=torch.float64)
+    with torch.no_grad():
+        w[:3].zero_()
+        b[:3].zero_()
+    fused = _conv(x, w, b, relu=True)
+    unfused = torch.relu(_conv(x, w, b))
+    assert (fused[:, :3] == 0).all()
+    grad_out = torch.randn_like(fused)
+    got = torch.autograd.grad(fused, (x, w, b), grad_out)
+    want = torch.autograd.grad(unfused, (x, w, b), grad_out)
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    assert (got[2][:3] == 0).all() and (got[1][:3] == 0).all()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_double_backward(relu, bias):
+    x = torch.randn(1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
+    args = (x, w, b) if bias else (x, w)
+    assert torch.autograd.gradgradcheck(
+        lambda x_, w_, b_=None: _conv(x_, w_, b_, relu), args)
+
+
+def test_conv_create_graph():
+    x, w, b = _conv_inputs(dtype=torch.float64)
+    y = _conv(x, w, b, relu=True)
+    grad_out = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), grad_out, create_graph=True)
+    for got, want in zip(grads, _conv_grads(x, w, b, grad_out, relu=True)):
+        assert got.grad_fn is not None  # conv2d_backward's own autograd recorded it
+        assert torch.equal(got, want)
+    # Second order: d(sum(grad_input * v))/dw, through conv2d_backward's autograd.
+    v = torch.randn_like(x)
+    (gw,) = torch.autograd.grad((grads[0] * v).sum(), w)
+    assert gw.shape == w.shape and torch.isfinite(gw).all()
