@@ -169,8 +169,8 @@ def _channels_last_cpu(t, dtype):
 
 
 def _needs_autograd(*tensors):
-    """Whether the call must go through the operators' autograd (the Python wrapper costs
-    about 10 us a call, a third of a tiny conv); below it when nothing can record a graph."""
+    """Whether the call must go through the operators' autograd (their C++ autograd kernels,
+    csrc/autograd_*.cpp, still cost a dispatch); below it when nothing can record a graph."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return True
     if fwAD._current_level >= 0:

@@ -1,7 +1,11 @@
-"""Fake kernels and autograd for the C++ operators in csrc/ops.cpp.
+"""Fake kernels for the C++ operators in csrc/ops.cpp, and the autograd of their backward
+operators.
 
-Every backward is built from cnnext operators that have autograd of their own, so double
-backward (and higher) works and torch.compile sees no Python-side kernels.
+The forward operators' autograd is C++ (csrc/autograd_pool.cpp, csrc/autograd_conv.cpp):
+Python's register_autograd wrapper cost about 60 us per forward + backward. Their backwards
+call the backward operators here, whose autograd is built from cnnext operators that have
+autograd of their own, so double backward (and higher) works and torch.compile sees no
+Python-side kernels.
 """
 import torch
 
@@ -9,16 +13,6 @@ from . import _C  # noqa: F401  (loads the library; the operators register thems
 from ._shapes import conv_output_size
 
 ops = torch.ops.cnnext
-
-
-def _backward_op(op, *args):
-    """A backward's operator call. Below the autograd key when no graph is being built
-    (backward without create_graph): the operator's own autograd wrapper would cost about
-    15 us a call and record nothing."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
 
 
 # ---- conv2d -------------------------------------------------------------------------------
@@ -69,46 +63,6 @@ def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation,
     grad_weight = weight.new_empty(weight.shape if output_mask[1] else (0,))
     grad_bias = weight.new_empty((weight.shape[0],) if output_mask[2] else (0,))
     return grad_input, grad_weight, grad_bias
-
-
-def _conv2d_setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs[:7]
-    ctx.relu = len(inputs) > 7 and bool(inputs[7])
-    # The fused ReLU's gradient passes where the output is positive (torch.relu's rule).
-    ctx.save_for_backward(input, weight, output if ctx.relu else None)
-    ctx.params = (stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv2d_backward(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
-    mask = [
-        ctx.needs_input_grad[0],
-        ctx.needs_input_grad[1],
-        ctx.has_bias and ctx.needs_input_grad[2],
-    ]
-    if not any(mask):
-        return None, None, None, None, None, None, None, None
-    if ctx.relu:
-        grad_output = grad_output * (output > 0).to(grad_output.dtype)
-    grad_input, grad_weight, grad_bias = _backward_op(
-        ops.conv2d_backward.default, grad_output, input, weight, *ctx.params, mask
-    )
-    return (
-        grad_input if mask[0] else None,
-        grad_weight if mask[1] else None,
-        grad_bias if mask[2] else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd(
-    "cnnext::conv2d", _conv2d_backward, setup_context=_conv2d_setup_context
-)
 
 
 def _conv2d_backward_setup_context(ctx, inputs, output):
@@ -248,57 +202,6 @@ def _gather_at_indices(grad, indices):
     return flat.view(indices.shape)
 
 
-# max_pool2d / adaptive_max_pool2d: d(out)/d(self) scatters to the indices.
-def _max_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], output[1])
-    ctx.params = tuple(inputs[1:])
-    ctx.mark_non_differentiable(output[1])
-
-
-def _max_pool2d_backward(ctx, grad_output, _grad_indices):
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 6
-    self, indices = ctx.saved_tensors
-    return (_backward_op(ops.max_pool2d_backward.default, grad_output, self, indices, *ctx.params),) + (
-        None,) * 5
-
-
-def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_indices):
-    if not ctx.needs_input_grad[0]:
-        return None, None
-    self, indices = ctx.saved_tensors
-    return _backward_op(ops.adaptive_max_pool2d_backward.default, grad_output, self, indices), None
-
-
-torch.library.register_autograd(
-    "cnnext::max_pool2d", _max_pool2d_backward, setup_context=_max_setup_context
-)
-torch.library.register_autograd(
-    "cnnext::adaptive_max_pool2d", _adaptive_max_pool2d_backward, setup_context=_max_setup_context
-)
-
-
-# max_pool2d_values is chosen when no gradient is needed; should one be asked for anyway, the
-# indices are recomputed (the values-only pass never made them).
-def _max_values_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.params = tuple(inputs[1:])
-
-
-def _max_pool2d_values_backward(ctx, grad_output):
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 6
-    (self,) = ctx.saved_tensors
-    _, indices = ops.max_pool2d(self.detach(), *ctx.params)
-    return (ops.max_pool2d_backward(grad_output, self, indices, *ctx.params),) + (None,) * 5
-
-
-torch.library.register_autograd(
-    "cnnext::max_pool2d_values", _max_pool2d_values_backward,
-    setup_context=_max_values_setup_context,
-)
-
-
 # The max backwards are linear in grad_output (constant in self): their own gradient wrt
 # grad_output gathers at the indices.
 def _max_backward_setup_context(ctx, inputs, output):
@@ -320,34 +223,7 @@ for _name in ("cnnext::max_pool2d_backward", "cnnext::adaptive_max_pool2d_backwa
     )
 
 
-# avg_pool2d / adaptive_avg_pool2d: linear; the backward's own gradient is the forward.
-def _avg_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.params = tuple(inputs[1:])
-
-
-def _avg_pool2d_backward(ctx, grad_output):
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 7
-    (self,) = ctx.saved_tensors
-    return (_backward_op(ops.avg_pool2d_backward.default, grad_output, self, *ctx.params),) + (None,) * 6
-
-
-def _adaptive_avg_pool2d_backward(ctx, grad_output):
-    if not ctx.needs_input_grad[0]:
-        return None, None
-    (self,) = ctx.saved_tensors
-    return _backward_op(ops.adaptive_avg_pool2d_backward.default, grad_output, self), None
-
-
-torch.library.register_autograd(
-    "cnnext::avg_pool2d", _avg_pool2d_backward, setup_context=_avg_setup_context
-)
-torch.library.register_autograd(
-    "cnnext::adaptive_avg_pool2d", _adaptive_avg_pool2d_backward, setup_context=_avg_setup_context
-)
-
-
+# The avg backwards are linear in grad_output: their own gradient is the forward.
 def _avg_backward_setup_context(ctx, inputs, output):
     ctx.params = tuple(inputs[2:])
     ctx.output_hw = tuple(inputs[0].shape[2:])
