@@ -369,11 +369,6 @@ def _needs_no_grad(input):
     return not (torch.is_grad_enabled() and input.requires_grad)
 
 
-def _needs_no_grad(input):
-    """No gradient can flow to input: max pooling may skip its indices."""
-    return not (torch.is_grad_enabled() and input.requires_grad)
-
-
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """Same signature and semantics as torch.nn.functional.max_pool2d (and

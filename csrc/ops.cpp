@@ -1,5 +1,6 @@
 // Every operator schema of cnnext, and nothing else. Kernels register per device in
-// csrc/cpu and csrc/cuda; fake kernels and autograd are added in Python (cnnext/ops.py).
+// csrc/cpu and csrc/cuda; autograd of the forward operators in C++ (csrc/autograd_*.cpp); fake
+// kernels and the backward operators' own autograd (double backward) in Python (cnnext/ops.py).
 #include <torch/library.h>
 
 TORCH_LIBRARY(cnnext, m) {
