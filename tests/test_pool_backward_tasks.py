@@ -77,3 +77,30 @@ def test_global_pooling_gradient_is_the_share_everywhere(channels_last, dtype):
     assert torch.equal(grad, want)
     (ref,) = torch.autograd.grad(F.adaptive_avg_pool2d(x, 1), x, g)
     assert_close(grad, ref, dtype)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_channels_last_max_backward_gather_equals_the_scatter(monkeypatch, isa, dtype):
+    """channels_last max backward gathers, per input pixel, the outputs whose index is that
+    pixel. With the forward's indices it must equal torch's scatter; with indices that leave
+    their windows (a caller's own, still inside the plane) it must fall back to the scatter."""
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 37, 11, 10, generator=gen).round().to(dtype)  # ties
+    x = x.contiguous(memory_format=torch.channels_last)
+    for args in ([3, 3], [2, 2], [1, 1], [1, 1], False), ([3, 2], [1, 2], [1, 0], [2, 1], True):
+        out, idx = torch.ops.cnnext.max_pool2d(x, *args)
+        g = torch.randn(out.shape, generator=gen).to(dtype).contiguous(
+            memory_format=torch.channels_last)
+        ours = torch.ops.cnnext.max_pool2d_backward(g, x, idx, *args)
+        ref = torch.ops.aten.max_pool2d_with_indices_backward(g, x, *args, idx)
+        assert ours.is_contiguous(memory_format=torch.channels_last)
+        assert_close(ours, ref, dtype)
+        if dtype == torch.float32:  # same additions in the same order as the scatter
+            assert torch.equal(ours, ref)
+        stray = torch.randint(0, 11 * 10, idx.shape, generator=gen).contiguous(
+            memory_format=torch.channels_last)
+        ours = torch.ops.cnnext.max_pool2d_backward(g, x, stray, *args)
+        ref = torch.ops.aten.max_pool2d_with_indices_backward(g, x, *args, stray)
+        assert_close(ours, ref, dtype)

@@ -86,6 +86,22 @@ inline RowBlocks row_blocks(const PoolLayout& L) {
   return {(L.in_h + rows - 1) / rows, rows};
 }
 
+// The outputs [lo, hi) whose window bounds hold one input row (or column); lo == hi: none.
+struct CoverRange {
+  int64_t lo, hi;
+};
+inline std::vector<CoverRange> cover_ranges(int64_t in, const PoolRange* windows, int64_t out) {
+  std::vector<CoverRange> cover(static_cast<size_t>(in), CoverRange{0, 0});
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t x = std::max<int64_t>(windows[o].begin, 0); x < std::min(windows[o].end, in); ++x) {
+      CoverRange& c = cover[x];
+      if (c.lo == c.hi) c.lo = o;
+      c.hi = o + 1;
+    }
+  }
+  return cover;
+}
+
 template <typename T>
 constexpr T lowest_value() {
   return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
@@ -169,6 +185,48 @@ void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
   });
 }
 
+// channels_last max backward in gather form (pool2d_kernels.inc) where a vector of channels
+// fits: true if it ran and every index matched inside its window (then it equals the scatter);
+// false: nothing is decided, the caller scatters (and reports indices outside the plane).
+template <typename T>
+bool max_pool_backward_gather(const T* grad_out, const int64_t* ind, T* grad_in,
+                              const PoolLayout& L, const PoolRange* rows, const PoolRange* cols,
+                              const RowBlocks& rb, Isa isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  const int64_t lanes = isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 4;
+#else
+  const int64_t lanes = 4;
+#endif
+  if (!std::is_same<T, float>::value && !std::is_same<T, c10::BFloat16>::value &&
+      !std::is_same<T, c10::Half>::value) {
+    return false;
+  }
+  if (L.channels < lanes || L.channels >= (int64_t(1) << 31)) return false;
+  const auto row_cover = cover_ranges(L.in_h, rows, L.out_h);
+  const auto col_cover = cover_ranges(L.in_w, cols, L.out_w);
+  int64_t windows = 0;  // outputs with a non-empty window, per image and channel
+  for (int64_t oh = 0; oh < L.out_h; ++oh) {
+    for (int64_t ow = 0; ow < L.out_w; ++ow) {
+      windows += rows[oh].begin < rows[oh].end && cols[ow].begin < cols[ow].end;
+    }
+  }
+  std::atomic<int64_t> matched{0};
+  at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
+    int64_t m = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    switch (isa) {
+      case Isa::Avx512: m = pool_avx512::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
+      case Isa::Avx2: m = pool_avx2::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
+      default: m = pool_portable::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
+    }
+#else
+    m = pool_portable::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1);
+#endif
+    matched += m;
+  });
+  return matched.load() == windows * L.images * L.channels;
+}
+
 // grad_input[index] += grad_output, plane by plane. Returns false if an index lies outside
 // its plane (such entries are skipped, never written out of bounds) unless its window is
 // empty. rows/cols: every output's window (max_pool2d's or adaptive_max_pool2d's); an empty
@@ -179,6 +237,7 @@ bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const 
   std::atomic<bool> ok{true};
   const RowBlocks rb = row_blocks(L);
   const Isa isa = active_isa();
+  if (max_pool_backward_gather(grad_out, ind, grad_in, L, rows, cols, rb, isa)) return true;
   at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
     auto run = [&]() -> bool {
       (void)isa;
