@@ -43,7 +43,7 @@ fuzz: install
 ASAN_DIR := build/asan
 ASAN_TESTS ?= tests/test_smoke.py tests/test_threads.py tests/test_errors.py tests/test_large.py \
 	tests/test_gemm.py tests/test_winograd.py tests/test_fuse.py tests/test_depthwise.py \
-	tests/test_error_inputs.py tests/test_weight_cache.py $(sort $(wildcard tests/test_*conv*.py tests/test_*pool*.py))
+	tests/test_error_inputs.py tests/test_weight_cache.py tests/test_autograd_kernels.py $(sort $(wildcard tests/test_*conv*.py tests/test_*pool*.py))
 # libstdc++ preloaded too: python does not link it, and without it ASan's __cxa_throw
 # interceptor finds no real __cxa_throw and aborts on torch's first C++ exception.
 ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
