@@ -104,3 +104,21 @@ def test_channels_last_max_backward_gather_equals_the_scatter(monkeypatch, isa, 
         ours = torch.ops.cnnext.max_pool2d_backward(g, x, stray, *args)
         ref = torch.ops.aten.max_pool2d_with_indices_backward(g, x, *args, stray)
         assert_close(ours, ref, dtype)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_channels_last_avg_backward_gather(monkeypatch, isa, dtype):
+    """channels_last average backward gathers each pixel's covering shares and writes it once
+    (vector lanes where a vector of channels fits, C = 37; scalar where not, C = 5)."""
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    cases = [dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=2),
+             dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+             dict(kernel_size=(3, 2), stride=(2, 1), divisor_override=5)]
+    for channels in (37, 5):
+        x = torch.randn(2, channels, 9, 8).to(dtype).contiguous(memory_format=torch.channels_last)
+        for fn in [lambda m, t, a=a: m.avg_pool2d(t, **a) for a in cases] + [
+                lambda m, t: m.adaptive_avg_pool2d(t, (4, 3))]:
+            ours = _grad(lambda t: fn(CF, t), x, 3)
+            assert ours.is_contiguous(memory_format=torch.channels_last)
+            assert_close(ours, _grad(lambda t: fn(F, t), x, 3), dtype)

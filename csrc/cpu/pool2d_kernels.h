@@ -284,16 +284,29 @@ void avg_pool_backward(const T* grad_out, T* grad_in, const PoolLayout& L,
                        const ShareFn& share) {
   const RowBlocks rb = row_blocks(L);
   const Isa isa = active_isa();
+  // channels_last: gathered per input pixel (write-once) when a pixel's covering output rows
+  // fit the share ring; NCHW planes scatter row by row.
+  std::vector<CoverRange> row_cover, col_cover;
+  int64_t ring_rows = 0;
+  if (L.channels > 1) {
+    row_cover = cover_ranges(L.in_h, rows.data(), L.out_h);
+    col_cover = cover_ranges(L.in_w, cols.data(), L.out_w);
+    for (const CoverRange& c : row_cover) ring_rows = std::max(ring_rows, c.hi - c.lo);
+    ring_rows = std::max<int64_t>(ring_rows, 1);
+    if (ring_rows > 64) row_cover.clear();
+  }
+  const CoverRange* rc = row_cover.empty() ? nullptr : row_cover.data();
+  const CoverRange* cc = col_cover.empty() ? nullptr : col_cover.data();
   at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
     (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
     switch (isa) {
-      case Isa::Avx512: return pool_avx512::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, t0, t1);
-      case Isa::Avx2: return pool_avx2::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, t0, t1);
+      case Isa::Avx512: return pool_avx512::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, rc, cc, ring_rows, t0, t1);
+      case Isa::Avx2: return pool_avx2::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, rc, cc, ring_rows, t0, t1);
       default: break;
     }
 #endif
-    pool_portable::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, t0, t1);
+    pool_portable::avg_backward_tasks<T>(grad_out, grad_in, L, rows.data(), cols.data(), share, rb, rc, cc, ring_rows, t0, t1);
   });
 }
 
