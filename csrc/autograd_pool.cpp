@@ -8,7 +8,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "autograd_common.h"
+#include "op_calls.h"
 
 namespace cnnext {
 namespace {

@@ -5,20 +5,16 @@
 // false the call goes below the autograd key, as `torch._C._AutoDispatchBelowAutograd` does.
 // torch.compile, functorch and forward AD keep calling the operators through torch.ops (see
 // _fast_call in cnnext/functional.py).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/extension.h>
 
 #include <tuple>
+
+#include "op_calls.h"
 
 namespace cnnext {
 namespace {
 
 using IntList = std::vector<int64_t>;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 // Runs call() without the GIL (a conv may take seconds; other Python threads go on), below
 // the autograd key unless a graph must be recorded.

@@ -1,5 +1,6 @@
-// Helpers shared by the C++ autograd kernels (csrc/autograd_*.cpp): operator handles, calls
-// below autograd, and the backward's rule for calling a *_backward operator.
+// Calling cnnext operators from C++ (the autograd kernels, csrc/autograd_*.cpp, and the Python
+// fast calls, csrc/python_fast_calls.cpp): typed operator handles, calls below autograd, and
+// the backward's rule for calling a *_backward operator.
 #pragma once
 
 #include <ATen/core/LegacyTypeDispatch.h>
