@@ -46,6 +46,12 @@ class _CpuBackend:
         """The ISA the CPU kernels run: "avx512", "avx2" or "portable" (CNNEXT_ISA narrows it)."""
         return str(torch.ops.cnnext._cpu_isa())
 
+    def bf16_isa(self):
+        """What bfloat16 convolution products run on: "avx512bf16" (the CPU's pair dot
+        products, float32 accumulation) or "float32" (the float32 kernels on converted copies,
+        where the CPU lacks AVX512-BF16 or CNNEXT_ISA is "avx512", "avx2" or "portable")."""
+        return str(torch.ops.cnnext._cpu_bf16_isa())
+
     def weight_cache_stats(self):
         """The inference weight cache (packed weights of unchanged weights, reused under
         torch.no_grad / inference_mode): dict of entries, bytes, hits and misses."""

@@ -10,13 +10,11 @@ from ._args import int_list, integer
 
 _cnnext = torch.ops.cnnext
 
-# Dtypes torch's CPU conv2d accepts that our CPU kernels (float32/float64) do not, and the
-# dtype each is computed in. Half types accumulate in float32 as torch does. Integer convs are
+# Dtypes torch's CPU conv2d accepts that our CPU kernels (float32, float64, bfloat16 and
+# float16) do not, and the dtype each is computed in. Integer convs are
 # computed in float64 and wrapped back through int64, which reproduces torch's modular integer
 # arithmetic exactly while every partial sum stays below 2**53.
 _CPU_COMPUTE_DTYPE = {
-    torch.float16: torch.float32,
-    torch.bfloat16: torch.float32,
     torch.uint8: torch.float64,
     torch.int8: torch.float64,
     torch.int16: torch.float64,
@@ -26,7 +24,7 @@ _CPU_COMPUTE_DTYPE = {
     torch.complex64: torch.complex64,
     torch.complex128: torch.complex128,
 }
-_NATIVE = (torch.float32, torch.float64)
+_NATIVE = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 # torch's dilated CPU conv (slow_conv_dilated) has no variant for these; it raises.
 _NO_DILATED_CONV = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
@@ -217,7 +215,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     dtype = getattr(input, "dtype", None)
     if (
         not _relu
-        and (dtype is torch.float32 or dtype is torch.float64)
+        and dtype in _NATIVE
         and type(groups) is int
         and (
             _plain(input, dtype) and _plain(weight, dtype)

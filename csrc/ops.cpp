@@ -42,6 +42,11 @@ TORCH_LIBRARY(cnnext, m) {
   m.def("_conv2d_benchmark_cache(bool clear) -> int");
   // The ISA the CPU kernels run ("avx512", "avx2" or "portable"): CNNEXT_ISA narrowed to the CPU.
   m.def("_cpu_isa() -> str");
+  // What bfloat16 convolution products run on: "avx512bf16" (pair dot products) or "float32"
+  // (float32 kernels on converted copies): the CPU's AVX512-BF16 narrowed by CNNEXT_ISA.
+  m.def("_cpu_bf16_isa() -> str");
+  // The register-only AVX512-BF16 rate on every thread in GFLOP/s (0 without AVX512-BF16).
+  m.def("_cpu_bf16_dot_peak(int iterations) -> float");
   // The inference weight-packing cache (csrc/cpu/weight_cache.h): [entries, bytes, hits,
   // misses], emptied first (counters too) when clear.
   m.def("_weight_cache(bool clear) -> int[]");

@@ -16,18 +16,30 @@
 
 #include "../common/conv_shapes.h"
 #include "conv_algorithms.h"
+#include "conv2d_bf16_nhwc.h"
+#include "depthwise_conv2d_nhwc.h"
 #include "conv_select.h"
 #include "weight_cache.h"
 
 namespace cnnext::cpu {
 namespace {
 
+bool is_reduced_float(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 || dtype == at::kHalf;
+}
+
 void check_cpu_dtype(const at::Tensor& t) {
   TORCH_CHECK(t.device().is_cpu(), "cnnext.conv2d: expected a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "cnnext.conv2d: input dtype ", t.scalar_type(),
-              " is not supported on CPU (float32 and float64 are)");
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || is_reduced_float(dtype),
+              "cnnext.conv2d: input dtype ", dtype,
+              " is not supported on CPU (float32, float64, bfloat16 and float16 are)");
 }
+
+// float16 and bfloat16 (and bfloat16 wherever the AVX512-BF16 path does not serve) run the
+// float32 kernels on float32 copies, the results rounded back once: float32 accumulation, as
+// torch's own CPU kernels accumulate these dtypes.
+at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
 ConvProblem make_problem(const Conv2dGeometry& g, const Conv2dParams& p, at::ScalarType dtype,
                          bool channels_last) {
@@ -56,12 +68,42 @@ void run_pass(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
 // The fused ReLU (convert(fuse=True)): x < 0 ? 0 : x keeps NaN, as torch.relu does; one
 // contiguous pass the compiler vectorises.
 void relu_in_place(at::Tensor& output) {
-  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "cnnext_conv2d_relu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, output.scalar_type(),
+                                  "cnnext_conv2d_relu", [&] {
     scalar_t* out = output.data_ptr<scalar_t>();
     at::parallel_for(0, output.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) out[i] = out[i] < scalar_t(0) ? scalar_t(0) : out[i];
     });
   });
+}
+
+// bfloat16 with AVX512-BF16 (conv2d_bf16_nhwc.h), and depthwise bfloat16 on any CPU (float32
+// lanes on bfloat16 storage, depthwise_conv2d_nhwc.h): computed in NHWC; an NCHW input is
+// copied to NHWC once and its output copied back (torch returns NCHW for it).
+at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
+                           const c10::optional<at::Tensor>& bias_, const Conv2dGeometry& g,
+                           const Conv2dParams& p, bool cl_results, bool relu) {
+  const at::Tensor input = input_.contiguous(kChannelsLast);
+  const at::Tensor weight = weight_.contiguous();
+  const bool has_bias = bias_.has_value() && bias_->defined();
+  const at::Tensor bias = has_bias ? bias_->contiguous() : at::Tensor();
+  at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w},
+                                input.options().memory_format(kChannelsLast));
+  if (output.numel() > 0 && g.col_rows() == 0) {  // no input channels: the bias alone
+    output.zero_();
+    if (has_bias) output.add_(bias.view({-1, 1, 1}));
+  } else if (output.numel() > 0) {
+    if (depthwise_nhwc_applies(g)) {
+      depthwise_nhwc_forward_bf16(input.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(),
+                                  has_bias ? bias.data_ptr<at::BFloat16>() : nullptr,
+                                  output.data_ptr<at::BFloat16>(), g, p);
+    } else {
+      const WeightCacheScope weight_cache_scope(weight_, weight);
+      bf16_nhwc_forward(input, weight, bias, output, g, p);
+    }
+  }
+  if (relu) relu_in_place(output);
+  return cl_results ? output : output.contiguous();
 }
 
 at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
@@ -72,6 +114,16 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
   check_cpu_dtype(input_);
   const bool cl_results = nhwc_results(input_);
+  if (is_reduced_float(input_.scalar_type())) {
+    if (input_.scalar_type() == at::kBFloat16 &&
+        (depthwise_nhwc_applies(g) || bf16_nhwc_forward_applies(g)))
+      return conv2d_bf16_cpu(input_, weight_, bias_, g, p, cl_results, relu);
+    const c10::optional<at::Tensor> bias_f =
+        bias_.has_value() ? c10::optional<at::Tensor>(as_float(*bias_)) : c10::nullopt;
+    return conv2d_cpu(as_float(input_), as_float(weight_), bias_f, stride, padding, dilation,
+                      groups, relu)
+        .to(input_.scalar_type());
+  }
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
   const double elem = static_cast<double>(input_.element_size());
   const bool in_nhwc =
@@ -143,6 +195,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   const Conv2dGeometry g = check_conv2d(input_, weight_, c10::nullopt, p);
   check_cpu_dtype(input_);
   check_conv2d_grad_output(grad_output_, input_, g);
+  if (is_reduced_float(input_.scalar_type())) {
+    const auto dtype = input_.scalar_type();
+    at::Tensor native_gi;
+    if (dtype == at::kBFloat16 && output_mask[0] && input_.numel() > 0 &&
+        g.col_rows() > 0 && g.output_numel() > 0 && bf16_nhwc_grad_input_applies(g)) {
+      native_gi = at::empty(input_.sizes(), input_.options().memory_format(kChannelsLast));
+      bf16_nhwc_grad_input(grad_output_.contiguous(kChannelsLast), weight_.contiguous(),
+                           native_gi, g, p);
+      if (!nhwc_results(input_)) native_gi = native_gi.contiguous();
+    }
+    at::Tensor native_gw;
+    if (dtype == at::kBFloat16 && output_mask[1] && g.batch > 0 && g.output_numel() > 0 &&
+        g.col_rows() > 0 && bf16_nhwc_grad_weight_applies(g)) {
+      native_gw = at::empty(weight_.sizes(), weight_.options());
+      bf16_nhwc_grad_weight(grad_output_.contiguous(kChannelsLast),
+                            input_.contiguous(kChannelsLast), native_gw, g, p);
+    }
+    std::array<bool, 3> rest = output_mask;
+    if (native_gi.defined()) rest[0] = false;
+    if (native_gw.defined()) rest[1] = false;
+    at::Tensor gi = native_gi.defined() ? native_gi : at::empty({0}, input_.options());
+    at::Tensor gw = native_gw.defined() ? native_gw : at::empty({0}, weight_.options());
+    at::Tensor gb = at::empty({0}, weight_.options());
+    if (rest[2] && !rest[0] && !rest[1]) {
+      // The bias gradient alone: per-channel sums of grad_output in float32.
+      gb = grad_output_.sum({0, 2, 3}, false, at::kFloat).to(dtype);
+    } else if (rest[0] || rest[1] || rest[2]) {
+      auto [fgi, fgw, fgb] = conv2d_backward_cpu(as_float(grad_output_), as_float(input_),
+                                                 as_float(weight_), stride, padding, dilation,
+                                                 groups, rest);
+      if (rest[0]) gi = fgi.to(dtype);
+      if (rest[1]) gw = fgw.to(dtype);
+      gb = fgb.to(dtype);
+    }
+    return {gi, gw, gb};
+  }
   const bool cl_results = nhwc_results(input_);
   const ConvProblem nchw = make_problem(g, p, input_.scalar_type(), false);
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);

@@ -92,13 +92,6 @@ bool pointwise_in_place(const Conv2dGeometry& g, const Conv2dParams& p) {
   return is_pointwise(g, p);  // the activation itself is the column matrix
 }
 
-ForwardGather forward_gather(const Conv2dGeometry& g, const Conv2dParams& p, int64_t group) {
-  const int64_t cg = g.in_channels_per_group();
-  return ForwardGather{{g.in_h, g.in_w, g.in_channels, group * cg, cg},
-                       g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-                       p.stride[0], p.stride[1], p.padding[0], p.padding[1],
-                       p.dilation[0], p.dilation[1]};
-}
 
 // The column rows of output pixels [p0, p1) for group gi, and their pitch: the input itself
 // where it serves as the columns (1x1, stride 1, no padding), else gathered into the calling
@@ -214,52 +207,6 @@ void grad_weight(const ConvProblem& pr, ConvTensors& t) {
 }
 
 // ---- grad_input ------------------------------------------------------------------------------
-
-// The stride phases of the input and the taps of each, in phase order (h-major).
-struct Phases {
-  std::vector<int64_t> taps_h, taps_w;                 // kernel rows / columns, grouped by phase
-  std::vector<int64_t> start_h, start_w;               // offsets of each phase's taps, size s+1
-  std::vector<InputPhase> phases;                      // s_h * s_w
-  std::vector<int64_t> tap_offset;                     // first tap of each phase (weight rows)
-
-  Phases(const Conv2dGeometry& g, const Conv2dParams& p) {
-    const int64_t sh = p.stride[0], sw = p.stride[1];
-    group_taps(g.kernel_h, sh, p.dilation[0], taps_h, start_h);
-    group_taps(g.kernel_w, sw, p.dilation[1], taps_w, start_w);
-    int64_t offset = 0;
-    for (int64_t a = 0; a < sh; ++a) {
-      // The first ih >= 0 with (ih + pad) mod s == a, and how many rows follow it.
-      const int64_t ih0 = ((a - p.padding[0]) % sh + sh) % sh;
-      const int64_t rows = ih0 < g.in_h ? (g.in_h - 1 - ih0) / sh + 1 : 0;
-      for (int64_t b = 0; b < sw; ++b) {
-        const int64_t iw0 = ((b - p.padding[1]) % sw + sw) % sw;
-        const int64_t cols = iw0 < g.in_w ? (g.in_w - 1 - iw0) / sw + 1 : 0;
-        phases.push_back(InputPhase{ih0, rows, iw0, cols, nullptr, start_h[a + 1] - start_h[a],
-                                    nullptr, start_w[b + 1] - start_w[b]});
-        tap_offset.push_back(offset);
-        offset += phases.back().ntaps_h * phases.back().ntaps_w;
-      }
-    }
-    // Pointers last: the vectors no longer move.
-    for (int64_t a = 0; a < sh; ++a)
-      for (int64_t b = 0; b < sw; ++b) {
-        phases[a * sw + b].taps_h = taps_h.data() + start_h[a];
-        phases[a * sw + b].taps_w = taps_w.data() + start_w[b];
-      }
-  }
-
-  // Taps k (ascending) grouped by (k * dilation) mod stride.
-  static void group_taps(int64_t kernel, int64_t stride, int64_t dilation,
-                         std::vector<int64_t>& taps, std::vector<int64_t>& start) {
-    start.assign(stride + 1, 0);
-    for (int64_t r = 0; r < stride; ++r) {
-      start[r] = static_cast<int64_t>(taps.size());
-      for (int64_t k = 0; k < kernel; ++k)
-        if ((k * dilation) % stride == r) taps.push_back(k);
-    }
-    start[stride] = static_cast<int64_t>(taps.size());
-  }
-};
 
 struct GradInputTask {
   int64_t group, phase, q0, q1;

@@ -11,6 +11,7 @@
 #include "../common/conv_shapes.h"
 #include "conv_cost_model.h"
 #include "conv_select.h"
+#include "gemm/bf16_dot.h"
 #include "gemm/gemm.h"
 #include "weight_cache.h"
 
@@ -106,6 +107,12 @@ int64_t benchmark_cache(bool clear) {
 
 std::string cpu_isa() { return isa_name(active_isa()); }
 
+std::string cpu_bf16_isa() { return bf16::dot_available() ? "avx512bf16" : "float32"; }
+
+double cpu_bf16_dot_peak(int64_t iterations) {
+  return bf16::dot_available() ? bf16::dot_peak_gflops(iterations) : 0.0;
+}
+
 std::vector<int64_t> weight_cache(bool clear) {
   if (clear) clear_weight_cache();
   const WeightCacheStats s = weight_cache_stats();
@@ -123,6 +130,8 @@ TORCH_LIBRARY_IMPL(cnnext, CompositeImplicitAutograd, m) {
   m.impl("_conv2d_benchmark", &benchmark_flag);
   m.impl("_conv2d_benchmark_cache", &benchmark_cache);
   m.impl("_cpu_isa", &cpu_isa);
+  m.impl("_cpu_bf16_isa", &cpu_bf16_isa);
+  m.impl("_cpu_bf16_dot_peak", &cpu_bf16_dot_peak);
   m.impl("_weight_cache", &weight_cache);
 }
 

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <immintrin.h>
+
 #include <climits>
 #include <vector>
 
@@ -15,13 +17,15 @@ struct NhwcShape {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-template <typename T>
+// T: the arithmetic type (of the weights, bias and accumulators); St: how input and output
+// are stored (T itself, or uint16_t for bfloat16 bits, widened on load and rounded on store).
+template <typename T, typename St = T>
 struct NhwcJob {
   NhwcShape S;
-  const T* in;
+  const St* in;
   const T* wt;    // [kh*kw][Cp]: the weight transposed, zero past C
   const T* bias;  // [Cp], zero where there is none
-  T* out;
+  St* out;
   const T* grad_output;
   T* grad_input;
   T* partial;     // [batch][kh*kw][Cp] grad_weight per image
@@ -107,6 +111,16 @@ void run_pass(const NhwcJob<T>& J, NhwcPass pass, int64_t jobs) {
   at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) { fn(J, begin, end); });
 }
 
+// The bfloat16 forward: float32 arithmetic on bfloat16 storage.
+void run_bf16_forward(const NhwcJob<float, uint16_t>& J, int64_t jobs) {
+  using Fn = void (*)(const NhwcJob<float, uint16_t>&, int64_t, int64_t);
+  const Isa isa = active_isa();
+  const Fn fn = isa == Isa::Avx512 ? &isa_avx512::nhwc_forward_rows<float, uint16_t>
+                : isa == Isa::Avx2 ? &isa_avx2::nhwc_forward_rows<float, uint16_t>
+                                   : &isa_portable::nhwc_forward_rows<float, uint16_t>;
+  at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) { fn(J, begin, end); });
+}
+
 // Vector lanes of the ISA that will run: the channel block of the per-block passes.
 template <typename T>
 int64_t lanes() {
@@ -160,6 +174,25 @@ void depthwise_nhwc_backward(const T* grad_output, const T* in, const T* w, T* g
       }
   }
   if (grad_bias != nullptr) run_pass(J, NhwcPass::GradBias, blocks);
+}
+
+void depthwise_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w,
+                                 const c10::BFloat16* bias, c10::BFloat16* out,
+                                 const Conv2dGeometry& g, const Conv2dParams& p) {
+  NhwcJob<float, uint16_t> J{};
+  J.S = make_shape(g, p);
+  const int64_t kk = J.S.kh * J.S.kw;
+  std::vector<float> wt(static_cast<size_t>(kk * J.S.Cp), 0.0f);
+  for (int64_t c = 0; c < J.S.C; ++c)
+    for (int64_t t = 0; t < kk; ++t)
+      wt[static_cast<size_t>(t * J.S.Cp + c)] = static_cast<float>(w[c * kk + t]);
+  std::vector<float> b(static_cast<size_t>(J.S.Cp), 0.0f);
+  if (bias != nullptr)
+    for (int64_t c = 0; c < J.S.C; ++c) b[static_cast<size_t>(c)] = static_cast<float>(bias[c]);
+  J.in = reinterpret_cast<const uint16_t*>(in);
+  J.out = reinterpret_cast<uint16_t*>(out);
+  J.wt = wt.data(), J.bias = b.data();
+  run_bf16_forward(J, g.batch * g.out_h);
 }
 
 template void depthwise_nhwc_forward<float>(const float*, const float*, const float*, float*,

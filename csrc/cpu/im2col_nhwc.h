@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
+
+#include "../common/conv_shapes.h"
 
 namespace cnnext::cpu {
 
@@ -39,15 +42,35 @@ struct ForwardGather {
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 };
 
+// The forward gather of one group's channels.
+inline ForwardGather forward_gather(const Conv2dGeometry& g, const Conv2dParams& p,
+                                   int64_t group) {
+  const int64_t cg = g.in_channels_per_group();
+  return ForwardGather{{g.in_h, g.in_w, g.in_channels, group * cg, cg},
+                       g.out_h, g.out_w, g.kernel_h, g.kernel_w,
+                       p.stride[0], p.stride[1], p.padding[0], p.padding[1],
+                       p.dilation[0], p.dilation[1]};
+}
+
+// Rows are row_pitch elements apart (default: packed), the pitch - row_len past each row
+// zeroed (the bfloat16 products pad odd rows to whole pairs).
 template <typename T>
 void gather_forward_columns(const T* input, const ForwardGather& f, int64_t p0, int64_t p1,
-                            T* col) {
+                            T* col, int64_t row_pitch = -1) {
   const int64_t run = f.in.run, row_len = f.kernel_h * f.kernel_w * run;
+  if (row_pitch < 0) row_pitch = row_len;
   const int64_t plane = f.out_h * f.out_w;
-  for (int64_t p = p0; p < p1; ++p) {
-    const int64_t n = p / plane, rem = p % plane;
-    const int64_t oh = rem / f.out_w, ow = rem % f.out_w;
-    T* dst = col + (p - p0) * row_len;
+  // All channels of undilated taps: a kernel row's taps are contiguous in the input.
+  const bool whole_pixels = run == f.in.channels && f.dil_w == 1;
+  // The pixel's coordinates, stepped from p0's (no divisions per row).
+  int64_t n = p0 / plane, oh = (p0 % plane) / f.out_w, ow = p0 % f.out_w;
+  for (int64_t p = p0; p < p1; ++p, ++ow) {
+    if (ow == f.out_w) {
+      ow = 0;
+      if (++oh == f.out_h) oh = 0, ++n;
+    }
+    T* dst = col + (p - p0) * row_pitch;
+    if (row_pitch > row_len) zero_run(dst + row_len, row_pitch - row_len);
     const T* image = input + n * f.in.height * f.in.width * f.in.channels + f.in.c0;
     for (int64_t kh = 0; kh < f.kernel_h; ++kh) {
       const int64_t ih = oh * f.stride_h - f.pad_h + kh * f.dil_h;
@@ -57,6 +80,21 @@ void gather_forward_columns(const T* input, const ForwardGather& f, int64_t p0, 
         continue;
       }
       const T* in_row = image + ih * f.in.width * f.in.channels;
+      if (whole_pixels) {
+        // The row's taps are kernel_w neighbouring pixels: one run, zeros where it overhangs.
+        const int64_t iw0 = ow * f.stride_w - f.pad_w;
+        const int64_t lo = std::max<int64_t>(0, -iw0);
+        const int64_t hi = std::min(f.kernel_w, f.in.width - iw0);
+        if (hi <= lo) {
+          zero_run(dst, f.kernel_w * run);
+        } else {
+          zero_run(dst, lo * run);
+          copy_run(dst + lo * run, in_row + (iw0 + lo) * run, (hi - lo) * run);
+          zero_run(dst + hi * run, (f.kernel_w - hi) * run);
+        }
+        dst += f.kernel_w * run;
+        continue;
+      }
       for (int64_t kw = 0; kw < f.kernel_w; ++kw, dst += run) {
         const int64_t iw = ow * f.stride_w - f.pad_w + kw * f.dil_w;
         if (iw < 0 || iw >= f.in.width)
@@ -78,6 +116,55 @@ struct InputPhase {
   const int64_t* taps_w;
   int64_t ntaps_w;
   int64_t pixels_per_image() const { return rows * cols; }
+};
+
+// The stride phases of the input and the taps of each, in phase order (h-major): the NHWC
+// grad_input passes compute one product per phase.
+struct Phases {
+  std::vector<int64_t> taps_h, taps_w;                 // kernel rows / columns, grouped by phase
+  std::vector<int64_t> start_h, start_w;               // offsets of each phase's taps, size s+1
+  std::vector<InputPhase> phases;                      // s_h * s_w
+  std::vector<int64_t> tap_offset;                     // first tap of each phase (weight rows)
+
+  Phases(const Phases&) = delete;  // phases point into the tap vectors
+  Phases& operator=(const Phases&) = delete;
+  Phases(const Conv2dGeometry& g, const Conv2dParams& p) {
+    const int64_t sh = p.stride[0], sw = p.stride[1];
+    group_taps(g.kernel_h, sh, p.dilation[0], taps_h, start_h);
+    group_taps(g.kernel_w, sw, p.dilation[1], taps_w, start_w);
+    int64_t offset = 0;
+    for (int64_t a = 0; a < sh; ++a) {
+      // The first ih >= 0 with (ih + pad) mod s == a, and how many rows follow it.
+      const int64_t ih0 = ((a - p.padding[0]) % sh + sh) % sh;
+      const int64_t rows = ih0 < g.in_h ? (g.in_h - 1 - ih0) / sh + 1 : 0;
+      for (int64_t b = 0; b < sw; ++b) {
+        const int64_t iw0 = ((b - p.padding[1]) % sw + sw) % sw;
+        const int64_t cols = iw0 < g.in_w ? (g.in_w - 1 - iw0) / sw + 1 : 0;
+        phases.push_back(InputPhase{ih0, rows, iw0, cols, nullptr, start_h[a + 1] - start_h[a],
+                                    nullptr, start_w[b + 1] - start_w[b]});
+        tap_offset.push_back(offset);
+        offset += phases.back().ntaps_h * phases.back().ntaps_w;
+      }
+    }
+    // Pointers last: the vectors no longer move.
+    for (int64_t a = 0; a < sh; ++a)
+      for (int64_t b = 0; b < sw; ++b) {
+        phases[a * sw + b].taps_h = taps_h.data() + start_h[a];
+        phases[a * sw + b].taps_w = taps_w.data() + start_w[b];
+      }
+  }
+
+  // Taps k (ascending) grouped by (k * dilation) mod stride.
+  static void group_taps(int64_t kernel, int64_t stride, int64_t dilation,
+                         std::vector<int64_t>& taps, std::vector<int64_t>& start) {
+    start.assign(stride + 1, 0);
+    for (int64_t r = 0; r < stride; ++r) {
+      start[r] = static_cast<int64_t>(taps.size());
+      for (int64_t k = 0; k < kernel; ++k)
+        if ((k * dilation) % stride == r) taps.push_back(k);
+    }
+    start[stride] = static_cast<int64_t>(taps.size());
+  }
 };
 
 struct GradInputGather {

@@ -48,7 +48,7 @@ at::Tensor cached_packed_weight(uint64_t kind, size_t bytes,
 
 // The packings that use the cache (the first part of a kind key).
 // (The implicit GEMM's slivers are a plain copy, no dearer than the comparison: not cached.)
-enum WeightPacking : int64_t { kWinogradTaps = 2, kIm2colNhwcRuns = 3 };
+enum WeightPacking : int64_t { kWinogradTaps = 2, kIm2colNhwcRuns = 3, kBf16DotPanels = 4 };
 
 // A kind key from its parts (FNV-1a).
 uint64_t weight_pack_kind(std::initializer_list<int64_t> parts);

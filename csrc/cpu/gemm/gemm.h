@@ -20,7 +20,7 @@ namespace cnnext::cpu {
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
 // The best ISA this machine supports, narrowed by the CNNEXT_ISA environment variable
-// ("avx512", "avx2", "portable") when set.
+// ("avx512", "avx2", "portable"; "avx512bf16" and "amx" as "avx512") when set.
 Isa active_isa();
 // What the machine itself supports (ignores CNNEXT_ISA).
 Isa best_supported_isa();

@@ -23,11 +23,13 @@ Isa best_supported_isa() {
 
 Isa parse_isa(const std::string& name) {
   if (name == "auto" || name.empty()) return active_isa();
-  if (name == "avx512") return Isa::Avx512;
+  // The bfloat16 extensions name AVX-512 machines: their float32 kernels are AVX-512's
+  // (gemm/bf16_dot.h reads the variable for the bfloat16 products).
+  if (name == "avx512" || name == "avx512bf16" || name == "amx") return Isa::Avx512;
   if (name == "avx2") return Isa::Avx2;
   if (name == "portable") return Isa::Portable;
   TORCH_CHECK(false, "cnnext: unknown isa='", name,
-              "' (expected 'auto', 'avx512', 'avx2' or 'portable')");
+              "' (expected 'auto', 'amx', 'avx512bf16', 'avx512', 'avx2' or 'portable')");
 }
 
 Isa active_isa() {
