@@ -137,17 +137,8 @@ void multiply_block(const gemm_detail::KernelSet<float>& fk, const uint16_t* a, 
   }
 }
 
-}  // namespace
-
-bool bf16_nhwc_forward_applies(const Conv2dGeometry& g) {
-  // A 32-column panel wastes 32 / og of its products: below 8 output channels per group
-  // (ResNeXt's 4) float32 runs faster; depthwise goes there too.
-  return bf16::dot_available() && g.in_channels_per_group() > 1 &&
-         g.out_channels_per_group() >= 8;
-}
-
-void bf16_nhwc_forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                       at::Tensor& output, const Conv2dGeometry& g, const Conv2dParams& p) {
+void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                  at::Tensor& output, const Conv2dGeometry& g, const Conv2dParams& p) {
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const Plan pl = make_plan(g, p, threads);
   const auto& fk = gemm_kernels<float>(Isa::Avx512);
@@ -212,14 +203,8 @@ void bf16_nhwc_forward(const at::Tensor& input, const at::Tensor& weight, const 
 
 // ---- grad_input ------------------------------------------------------------------------------
 
-bool bf16_nhwc_grad_input_applies(const Conv2dGeometry& g) {
-  return bf16::dot_available() && g.out_channels_per_group() > 1 &&
-         g.in_channels_per_group() >= 8;
-}
-
-void bf16_nhwc_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,
-                          at::Tensor& grad_input, const Conv2dGeometry& g,
-                          const Conv2dParams& p) {
+void grad_input_impl(const at::Tensor& grad_output, const at::Tensor& weight,
+                     at::Tensor& grad_input, const Conv2dGeometry& g, const Conv2dParams& p) {
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const auto& fk = gemm_kernels<float>(Isa::Avx512);
   TORCH_INTERNAL_ASSERT(fk.mr == kMR && fk.nr == kNR && fk.pack_a_rows != nullptr &&
@@ -344,12 +329,6 @@ void bf16_nhwc_grad_input(const at::Tensor& grad_output, const at::Tensor& weigh
 
 // ---- grad_weight -----------------------------------------------------------------------------
 
-bool bf16_nhwc_grad_weight_applies(const Conv2dGeometry& g) {
-  return bf16_nhwc_forward_applies(g) && g.col_rows() >= 16;
-}
-
-namespace {
-
 // dst[2j] = r0[j], dst[2j + 1] = r1[j] (r1 null: zeros) for j < n.
 void interleave_pairs(const uint16_t* r0, const uint16_t* r1, int64_t n, uint16_t* dst) {
   if (r1 == nullptr) {
@@ -369,11 +348,8 @@ void interleave_pairs(const uint16_t* r0, const uint16_t* r1, int64_t n, uint16_
 // group stay in L2 while the tiles pass over them.
 constexpr int64_t kChunkBytes = 768 << 10;
 
-}  // namespace
-
-void bf16_nhwc_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
-                           at::Tensor& grad_weight, const Conv2dGeometry& g,
-                           const Conv2dParams& p) {
+void grad_weight_impl(const at::Tensor& grad_output, const at::Tensor& input,
+                      at::Tensor& grad_weight, const Conv2dGeometry& g, const Conv2dParams& p) {
   const int64_t G = g.groups, Cg = g.in_channels_per_group(), Og = g.out_channels_per_group();
   const int64_t O = g.out_channels, taps = g.kernel_h * g.kernel_w, K = g.col_rows();
   const int64_t pixels = g.batch * g.out_plane();
@@ -437,6 +413,91 @@ void bf16_nhwc_grad_weight(const at::Tensor& grad_output, const at::Tensor& inpu
         for (int64_t c = 0; c < Cg; ++c)
           gw[(o * Cg + c) * taps + t] = static_cast<at::BFloat16>(dw[o * K + t * Cg + c]);
   });
+}
+
+// ---- groups with few channels: several merged into one product ------------------------------
+
+// How many neighbouring groups share a product: a group's output channels fill a 32-column
+// panel poorly below 16 (ResNeXt's 4, RegNet's 8), so gp groups whose channels are
+// neighbours in NHWC run as one group of gp * og columns with a block-diagonal weight. The
+// zeros cost gp times the products, and save the per-group gathers and panel waste.
+int64_t merged_groups(const Conv2dGeometry& g) {
+  const int64_t og = g.out_channels_per_group();
+  int64_t best = 1;
+  if (og >= kNR / 2) return best;
+  for (int64_t gp = 2; gp * og <= kNR; ++gp)
+    if (g.groups % gp == 0) best = gp;
+  return best;
+}
+
+Conv2dGeometry merged_geometry(const Conv2dGeometry& g, int64_t gp) {
+  Conv2dGeometry m = g;
+  m.groups = g.groups / gp;
+  return m;
+}
+
+// [groups/gp * gp*og][gp*cg][kh][kw]: group j of merged group q at the diagonal block j.
+at::Tensor block_diagonal_weight(const at::Tensor& weight, const Conv2dGeometry& g, int64_t gp) {
+  const int64_t og = g.out_channels_per_group(), cg = g.in_channels_per_group();
+  at::Tensor merged = at::zeros({g.out_channels, gp * cg, g.kernel_h, g.kernel_w},
+                                weight.options());
+  const auto blocks = weight.view({g.groups / gp, gp, og, cg, g.kernel_h, g.kernel_w});
+  const auto target = merged.view({g.groups / gp, gp, og, gp, cg, g.kernel_h, g.kernel_w});
+  for (int64_t j = 0; j < gp; ++j) target.select(1, j).select(2, j).copy_(blocks.select(1, j));
+  return merged;
+}
+
+}  // namespace
+
+bool bf16_nhwc_forward_applies(const Conv2dGeometry& g) {
+  // Depthwise and channel-multiplier layers (one input channel per group) go elsewhere.
+  const Conv2dGeometry m = merged_geometry(g, merged_groups(g));
+  return bf16::dot_available() && g.in_channels_per_group() > 1 &&
+         m.out_channels_per_group() >= 8;
+}
+
+void bf16_nhwc_forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                       at::Tensor& output, const Conv2dGeometry& g, const Conv2dParams& p) {
+  const int64_t gp = merged_groups(g);
+  if (gp == 1) return forward_impl(input, weight, bias, output, g, p);
+  forward_impl(input, block_diagonal_weight(weight, g, gp), bias, output,
+               merged_geometry(g, gp), p);
+}
+
+bool bf16_nhwc_grad_input_applies(const Conv2dGeometry& g) {
+  const Conv2dGeometry m = merged_geometry(g, merged_groups(g));
+  return bf16::dot_available() && m.out_channels_per_group() > 1 &&
+         m.in_channels_per_group() >= 8;
+}
+
+void bf16_nhwc_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                          at::Tensor& grad_input, const Conv2dGeometry& g,
+                          const Conv2dParams& p) {
+  const int64_t gp = merged_groups(g);
+  if (gp == 1) return grad_input_impl(grad_output, weight, grad_input, g, p);
+  grad_input_impl(grad_output, block_diagonal_weight(weight, g, gp), grad_input,
+                  merged_geometry(g, gp), p);
+}
+
+bool bf16_nhwc_grad_weight_applies(const Conv2dGeometry& g) {
+  return bf16_nhwc_forward_applies(g) &&
+         merged_geometry(g, merged_groups(g)).col_rows() >= 16;
+}
+
+void bf16_nhwc_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                           at::Tensor& grad_weight, const Conv2dGeometry& g,
+                           const Conv2dParams& p) {
+  const int64_t gp = merged_groups(g);
+  if (gp == 1) return grad_weight_impl(grad_output, input, grad_weight, g, p);
+  // The merged gradient's diagonal blocks are the groups' gradients (each a sum over the
+  // same pixels in the same order); the rest is discarded.
+  const int64_t og = g.out_channels_per_group(), cg = g.in_channels_per_group();
+  at::Tensor merged = at::empty({g.out_channels, gp * cg, g.kernel_h, g.kernel_w},
+                                grad_weight.options());
+  grad_weight_impl(grad_output, input, merged, merged_geometry(g, gp), p);
+  const auto source = merged.view({g.groups / gp, gp, og, gp, cg, g.kernel_h, g.kernel_w});
+  const auto blocks = grad_weight.view({g.groups / gp, gp, og, cg, g.kernel_h, g.kernel_w});
+  for (int64_t j = 0; j < gp; ++j) blocks.select(1, j).copy_(source.select(1, j).select(2, j));
 }
 
 }  // namespace cnnext::cpu
