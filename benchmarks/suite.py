@@ -24,8 +24,11 @@ TOLERANCES = {
 MODEL_TOLERANCE_SCALE = 10.0
 # In the float64 model check, gradients below this fraction of the largest one are measured
 # against it: they are zero in exact arithmetic and hold only rounding (MobileNet's and
-# EfficientNet's projection BatchNorm biases: 1e-17 on both sides, differing by 100%).
-EXACT_NOISE_FLOOR = 1e-6
+# EfficientNet's projection BatchNorm biases: 1e-17 to 5e-15 on both sides, differing by
+# 100%). At 1e-6, MobileNetV2's first projection bias (5e-15, sums over 8 x 112^2 pixels,
+# largest gradient 1.6) read as 3.8e-9 against the 1e-9 tolerance; at 1e-4 a difference must
+# still stay below 1e-13 of the largest gradient there.
+EXACT_NOISE_FLOOR = 1e-4
 
 OK, FAILED, ERROR, UNAVAILABLE = "ok", "FAILED", "ERROR", "n/a"
 

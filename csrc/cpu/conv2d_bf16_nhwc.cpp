@@ -465,9 +465,11 @@ void bf16_nhwc_forward(const at::Tensor& input, const at::Tensor& weight, const 
 }
 
 bool bf16_nhwc_grad_input_applies(const Conv2dGeometry& g) {
+  // As for the forward: merging one-channel groups (depthwise) would multiply the work by the
+  // group count merged.
   const Conv2dGeometry m = merged_geometry(g, merged_groups(g));
-  return bf16::dot_available() && m.out_channels_per_group() > 1 &&
-         m.in_channels_per_group() >= 8;
+  return bf16::dot_available() && g.in_channels_per_group() > 1 &&
+         m.out_channels_per_group() > 1 && m.in_channels_per_group() >= 8;
 }
 
 void bf16_nhwc_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,

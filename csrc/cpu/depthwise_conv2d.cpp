@@ -1,6 +1,7 @@
 #include "depthwise_conv2d.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <vector>
 
