@@ -329,21 +329,6 @@ void grad_input_impl(const at::Tensor& grad_output, const at::Tensor& weight,
 
 // ---- grad_weight -----------------------------------------------------------------------------
 
-// dst[2j] = r0[j], dst[2j + 1] = r1[j] (r1 null: zeros) for j < n.
-void interleave_pairs(const uint16_t* r0, const uint16_t* r1, int64_t n, uint16_t* dst) {
-  if (r1 == nullptr) {
-    for (int64_t j = 0; j < n; ++j) {
-      dst[2 * j] = r0[j];
-      dst[2 * j + 1] = 0;
-    }
-    return;
-  }
-  for (int64_t j = 0; j < n; ++j) {
-    dst[2 * j] = r0[j];
-    dst[2 * j + 1] = r1[j];
-  }
-}
-
 // Pixels per chunk of the reduction: the chunk's interleaved grad_output and columns of every
 // group stay in L2 while the tiles pass over them.
 constexpr int64_t kChunkBytes = 768 << 10;
@@ -365,20 +350,27 @@ void grad_weight_impl(const at::Tensor& grad_output, const at::Tensor& input,
   const auto* go = reinterpret_cast<const uint16_t*>(grad_output.data_ptr<at::BFloat16>());
   const auto* in = reinterpret_cast<const uint16_t*>(input.data_ptr<at::BFloat16>());
   const int64_t row_blocks = ceil_div(Og, kMR), col_panels = ceil_div(K, kNR);
+  const bool pointwise = is_pointwise(g, p);
   const std::vector<float> no_bias(kNR, 0.0f);
   for (int64_t m0 = 0; m0 < pixels; m0 += chunk) {
     const int64_t rows = std::min(chunk, pixels - m0), npairs = ceil_div(rows, 2);
     at::parallel_for(0, npairs, 16, [&](int64_t begin, int64_t end) {
       uint16_t* cols = thread_workspace_as<uint16_t>(WorkspaceSlot::Columns, 2 * K);
-      for (int64_t mp = begin; mp < end; ++mp) {
-        const int64_t m = m0 + 2 * mp;
-        const bool pair = 2 * mp + 1 < rows;
-        interleave_pairs(go + m * O, pair ? go + (m + 1) * O : nullptr, O,
-                         reinterpret_cast<uint16_t*>(pairs_go.data() + mp * O));
-        for (int64_t gi = 0; gi < G; ++gi) {
-          gather_forward_columns(in, forward_gather(g, p, gi), m, m + (pair ? 2 : 1), cols);
-          interleave_pairs(cols, pair ? cols + K : nullptr, K,
-                           pairs_col.data() + (gi * max_pairs + mp) * 2 * K);
+      const int64_t m = m0 + 2 * begin, range_rows = std::min(2 * (end - begin), rows - 2 * begin);
+      bf16::interleave_row_pairs(go + m * O, O, range_rows, O,
+                                 reinterpret_cast<uint16_t*>(pairs_go.data() + begin * O));
+      for (int64_t gi = 0; gi < G; ++gi) {
+        uint16_t* dst = pairs_col.data() + (gi * max_pairs + begin) * 2 * K;
+        if (pointwise) {  // the input's own rows are the columns
+          bf16::interleave_row_pairs(in + m * g.in_channels + gi * Cg, g.in_channels, range_rows,
+                                     K, dst);
+          continue;
+        }
+        for (int64_t mp = begin; mp < end; ++mp, dst += 2 * K) {
+          const int64_t r = m0 + 2 * mp;
+          const bool pair = 2 * mp + 1 < rows;
+          gather_forward_columns(in, forward_gather(g, p, gi), r, r + (pair ? 2 : 1), cols);
+          bf16::interleave_row_pairs(cols, K, pair ? 2 : 1, K, dst);
         }
       }
     });

@@ -41,6 +41,13 @@ struct PanelProduct {
 // Only on machines where dot_available() holds.
 void panel_product(const PanelProduct& p);
 
+// Rows 2i and 2i + 1 of `rows` rows (n bfloat16 each, ld apart) interleaved into n pairs at
+// dst + 2i * n: dst[2i n + 2j] = row 2i [j], dst[2i n + 2j + 1] = row 2i+1 [j] (zeros for a
+// missing last odd row). grad_weight's reduction runs over pixels in pairs. Only where
+// dot_available() holds.
+void interleave_row_pairs(const uint16_t* src, int64_t ld, int64_t rows, int64_t n,
+                          uint16_t* dst);
+
 // The register-only rate of vdpbf16ps on every thread (GFLOP/s, 2 per product): independent
 // accumulators, no memory operands, `iterations` rounds of 12 instructions per thread. The
 // benchmark suite's bfloat16 limit on CPUs without AMX. Only where dot_available() holds.

@@ -100,6 +100,37 @@ static_assert(kMR == 14, "one product per row count");
 
 void panel_product(const PanelProduct& p) { kProducts[p.rows](p); }
 
+namespace {
+void interleave_rows(const uint16_t* r0, const uint16_t* r1, int64_t n, uint16_t* dst) {
+  alignas(64) static constexpr uint16_t kLo[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,
+                                                   37, 6,  38, 7,  39, 8,  40, 9,  41, 10, 42,
+                                                   11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static constexpr uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21,
+                                                   53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
+                                                   27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
+  for (int64_t j = 0; j < n; j += 32) {
+    const int64_t left = n - j < 32 ? n - j : 32;
+    const __mmask32 in = left == 32 ? ~__mmask32(0) : (__mmask32(1) << left) - 1;
+    const __m512i a = _mm512_maskz_loadu_epi16(in, r0 + j);
+    const __m512i b = r1 != nullptr ? _mm512_maskz_loadu_epi16(in, r1 + j) : _mm512_setzero_si512();
+    const int64_t out_lo = 2 * left < 32 ? 2 * left : 32, out_hi = 2 * left - out_lo;
+    const __mmask32 m_lo = out_lo == 32 ? ~__mmask32(0) : (__mmask32(1) << out_lo) - 1;
+    const __mmask32 m_hi = out_hi == 32 ? ~__mmask32(0) : (__mmask32(1) << out_hi) - 1;
+    _mm512_mask_storeu_epi16(dst + 2 * j, m_lo, _mm512_permutex2var_epi16(a, lo, b));
+    if (out_hi > 0)
+      _mm512_mask_storeu_epi16(dst + 2 * j + 32, m_hi, _mm512_permutex2var_epi16(a, hi, b));
+  }
+}
+
+}  // namespace
+
+void interleave_row_pairs(const uint16_t* src, int64_t ld, int64_t rows, int64_t n,
+                          uint16_t* dst) {
+  for (int64_t r = 0; r < rows; r += 2, src += 2 * ld, dst += 2 * n)
+    interleave_rows(src, r + 1 < rows ? src + ld : nullptr, n, dst);
+}
+
 double dot_peak_gflops(int64_t iterations) {
   const int64_t threads = at::get_num_threads();
   std::atomic<float> sink{0.0f};
@@ -134,5 +165,8 @@ namespace cnnext::cpu::bf16 {
 // dot_available() is false here.
 void panel_product(const PanelProduct&) { std::abort(); }
 double dot_peak_gflops(int64_t) { return 0.0; }
+void interleave_row_pairs(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*) {
+  std::abort();
+}
 }  // namespace cnnext::cpu::bf16
 #endif
