@@ -14,6 +14,9 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <cstring>
+#include <vector>
+
 #include "../common/conv_shapes.h"
 #include "conv_algorithms.h"
 #include "conv2d_bf16_nhwc.h"
@@ -187,6 +190,37 @@ void grad_bias_sum_nhwc(const T* go, const Conv2dGeometry& g, T* gb) {
   });
 }
 
+// grad_bias of a bfloat16 NHWC grad_output: float32 sums over fixed chunks of pixel rows, the
+// chunks' partials added in chunk order (the same bits for every thread count), rounded once.
+void grad_bias_bf16(const at::Tensor& go_nhwc, const Conv2dGeometry& g, at::Tensor& gb) {
+  const int64_t rows = g.batch * g.out_plane(), C = g.out_channels;
+  constexpr int64_t kChunkRows = 1024;
+  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  std::vector<float> partial(static_cast<size_t>(chunks * C), 0.0f);
+  const auto* go = reinterpret_cast<const uint16_t*>(go_nhwc.data_ptr<at::BFloat16>());
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      float* acc = partial.data() + k * C;
+      const int64_t r1 = std::min(rows, (k + 1) * kChunkRows);
+      for (int64_t r = k * kChunkRows; r < r1; ++r) {
+        const uint16_t* row = go + r * C;
+        for (int64_t c = 0; c < C; ++c) {  // a bfloat16 is a float32's high half
+          const uint32_t bits = uint32_t(row[c]) << 16;
+          float v;
+          std::memcpy(&v, &bits, sizeof v);
+          acc[c] += v;
+        }
+      }
+    }
+  });
+  at::BFloat16* out = gb.data_ptr<at::BFloat16>();
+  for (int64_t c = 0; c < C; ++c) {
+    float sum = 0.0f;
+    for (int64_t k = 0; k < chunks; ++k) sum += partial[static_cast<size_t>(k * C + c)];
+    out[c] = static_cast<at::BFloat16>(sum);
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
@@ -218,9 +252,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     at::Tensor gi = native_gi.defined() ? native_gi : at::empty({0}, input_.options());
     at::Tensor gw = native_gw.defined() ? native_gw : at::empty({0}, weight_.options());
     at::Tensor gb = at::empty({0}, weight_.options());
-    if (rest[2] && !rest[0] && !rest[1]) {
-      // The bias gradient alone: per-channel sums of grad_output in float32.
-      gb = grad_output_.sum({0, 2, 3}, false, at::kFloat).to(dtype);
+    if (rest[2] && !rest[0] && !rest[1] && dtype == at::kBFloat16) {
+      gb = at::empty({g.out_channels}, weight_.options());
+      grad_bias_bf16(grad_output_.contiguous(kChannelsLast), g, gb);
     } else if (rest[0] || rest[1] || rest[2]) {
       auto [fgi, fgw, fgb] = conv2d_backward_cpu(as_float(grad_output_), as_float(input_),
                                                  as_float(weight_), stride, padding, dilation,
