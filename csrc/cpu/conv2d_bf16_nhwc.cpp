@@ -349,7 +349,10 @@ void grad_weight_impl(const at::Tensor& grad_output, const at::Tensor& input,
   float* dw = acc.data_ptr<float>();
   const auto* go = reinterpret_cast<const uint16_t*>(grad_output.data_ptr<at::BFloat16>());
   const auto* in = reinterpret_cast<const uint16_t*>(input.data_ptr<at::BFloat16>());
+  // Out channels in equal blocks of at most kMR (16 as 8 + 8, not 14 + 2: the tiles of a
+  // narrow layer are few, and one short tile would leave a thread idle).
   const int64_t row_blocks = ceil_div(Og, kMR), col_panels = ceil_div(K, kNR);
+  const int64_t block_rows = ceil_div(Og, row_blocks);
   const bool pointwise = is_pointwise(g, p);
   const std::vector<float> no_bias(kNR, 0.0f);
   for (int64_t m0 = 0; m0 < pixels; m0 += chunk) {
@@ -387,10 +390,10 @@ void grad_weight_impl(const at::Tensor& grad_output, const at::Tensor& input,
       for (int64_t t = begin; t < end; ++t) {
         const int64_t rb = t % row_blocks, rest = t / row_blocks;
         const int64_t panel = rest % col_panels, gi = rest / col_panels;
-        const int64_t o0 = rb * kMR, k0 = panel * kNR;
+        const int64_t o0 = rb * block_rows, k0 = panel * kNR;
         pp.a_sliver = pairs_go.data() + gi * Og + o0;
         pp.b_panel = pairs_col.data() + gi * max_pairs * 2 * K + 2 * k0;
-        pp.rows = std::min<int64_t>(kMR, Og - o0);
+        pp.rows = std::min(block_rows, Og - o0);
         pp.n = std::min<int64_t>(kNR, K - k0);
         pp.out_f32 = dw + (gi * Og + o0) * K + k0;
         bf16::panel_product(pp);
