@@ -231,20 +231,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   check_conv2d_grad_output(grad_output_, input_, g);
   if (is_reduced_float(input_.scalar_type())) {
     const auto dtype = input_.scalar_type();
+    at::Tensor go_nhwc;  // grad_output as the native passes read it, made once
+    const auto grad_output_nhwc = [&]() -> const at::Tensor& {
+      if (!go_nhwc.defined()) go_nhwc = grad_output_.contiguous(kChannelsLast);
+      return go_nhwc;
+    };
     at::Tensor native_gi;
     if (dtype == at::kBFloat16 && output_mask[0] && input_.numel() > 0 &&
         g.col_rows() > 0 && g.output_numel() > 0 && bf16_nhwc_grad_input_applies(g)) {
       native_gi = at::empty(input_.sizes(), input_.options().memory_format(kChannelsLast));
-      bf16_nhwc_grad_input(grad_output_.contiguous(kChannelsLast), weight_.contiguous(),
-                           native_gi, g, p);
+      bf16_nhwc_grad_input(grad_output_nhwc(), weight_.contiguous(), native_gi, g, p);
       if (!nhwc_results(input_)) native_gi = native_gi.contiguous();
     }
     at::Tensor native_gw;
     if (dtype == at::kBFloat16 && output_mask[1] && g.batch > 0 && g.output_numel() > 0 &&
         g.col_rows() > 0 && bf16_nhwc_grad_weight_applies(g)) {
       native_gw = at::empty(weight_.sizes(), weight_.options());
-      bf16_nhwc_grad_weight(grad_output_.contiguous(kChannelsLast),
-                            input_.contiguous(kChannelsLast), native_gw, g, p);
+      bf16_nhwc_grad_weight(grad_output_nhwc(), input_.contiguous(kChannelsLast), native_gw, g,
+                            p);
     }
     std::array<bool, 3> rest = output_mask;
     if (native_gi.defined()) rest[0] = false;
@@ -254,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     at::Tensor gb = at::empty({0}, weight_.options());
     if (rest[2] && !rest[0] && !rest[1] && dtype == at::kBFloat16) {
       gb = at::empty({g.out_channels}, weight_.options());
-      grad_bias_bf16(grad_output_.contiguous(kChannelsLast), g, gb);
+      grad_bias_bf16(grad_output_nhwc(), g, gb);
     } else if (rest[0] || rest[1] || rest[2]) {
       auto [fgi, fgw, fgb] = conv2d_backward_cpu(as_float(grad_output_), as_float(input_),
                                                  as_float(weight_), stride, padding, dilation,

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "conv2d_workspace.h"
@@ -137,24 +138,27 @@ void multiply_block(const gemm_detail::KernelSet<float>& fk, const uint16_t* a, 
   }
 }
 
-void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                  at::Tensor& output, const Conv2dGeometry& g, const Conv2dParams& p) {
+// weight_to_pack: the OIHW weight of g (made only when the packed form is not cached).
+void forward_impl(const at::Tensor& input, const std::function<at::Tensor()>& weight_to_pack,
+                  const at::Tensor& bias, at::Tensor& output, const Conv2dGeometry& g,
+                  const Conv2dParams& p) {
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const Plan pl = make_plan(g, p, threads);
   const auto& fk = gemm_kernels<float>(Isa::Avx512);
   TORCH_INTERNAL_ASSERT(fk.mr == kMR && fk.nr == kNR && fk.pack_a_rows != nullptr &&
                             fk.pack_b_cols != nullptr,
                         "bf16 slivers and panels are packed by the float32 AVX-512 packers");
-  const auto* w = reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>());
   const size_t packed_elems = size_t(pl.groups * pl.panels * pl.kp_count * 2 * kNR);
   const auto pack = [&](void* dst) {
-    pack_weight_panels(fk, w, g, pl, static_cast<uint16_t*>(dst));
+    const at::Tensor weight = weight_to_pack();
+    pack_weight_panels(fk, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), g,
+                       pl, static_cast<uint16_t*>(dst));
   };
   at::Tensor packed = cached_packed_weight(
       weight_pack_kind({kBf16DotPanels, pl.groups, pl.og, pl.cg, g.kernel_h, g.kernel_w}),
       packed_elems * sizeof(uint16_t), pack);
   if (!packed.defined()) {
-    packed = at::empty({int64_t(packed_elems)}, weight.options().dtype(at::kShort));
+    packed = at::empty({int64_t(packed_elems)}, input.options().dtype(at::kShort));
     pack(packed.data_ptr());
   }
   const auto* bp = static_cast<const uint16_t*>(packed.data_ptr());
@@ -453,10 +457,12 @@ bool bf16_nhwc_forward_applies(const Conv2dGeometry& g) {
 
 void bf16_nhwc_forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                        at::Tensor& output, const Conv2dGeometry& g, const Conv2dParams& p) {
+  // The block-diagonal weight is built only to be packed: a cached packing skips it.
   const int64_t gp = merged_groups(g);
-  if (gp == 1) return forward_impl(input, weight, bias, output, g, p);
-  forward_impl(input, block_diagonal_weight(weight, g, gp), bias, output,
-               merged_geometry(g, gp), p);
+  const auto weight_to_pack = [&] {
+    return gp == 1 ? weight : block_diagonal_weight(weight, g, gp);
+  };
+  forward_impl(input, weight_to_pack, bias, output, merged_geometry(g, gp), p);
 }
 
 bool bf16_nhwc_grad_input_applies(const Conv2dGeometry& g) {

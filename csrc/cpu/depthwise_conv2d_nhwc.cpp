@@ -45,13 +45,22 @@ NhwcShape make_shape(const Conv2dGeometry& g, const Conv2dParams& p) {
   return S;
 }
 
-template <typename T>
-std::vector<T> transposed_weight(const T* w, const NhwcShape& S) {
+// The weight as [kh*kw][Cp] and the bias as [Cp] in the arithmetic type T (W: as stored).
+template <typename T, typename W>
+std::vector<T> transposed_weight(const W* w, const NhwcShape& S) {
   const int64_t kk = S.kh * S.kw;
   std::vector<T> wt(static_cast<size_t>(kk * S.Cp), T(0));
   for (int64_t c = 0; c < S.C; ++c)
-    for (int64_t t = 0; t < kk; ++t) wt[static_cast<size_t>(t * S.Cp + c)] = w[c * kk + t];
+    for (int64_t t = 0; t < kk; ++t)
+      wt[static_cast<size_t>(t * S.Cp + c)] = static_cast<T>(w[c * kk + t]);
   return wt;
+}
+template <typename T, typename W>
+std::vector<T> padded_bias(const W* bias, const NhwcShape& S) {
+  std::vector<T> b(static_cast<size_t>(S.Cp), T(0));
+  if (bias != nullptr)
+    for (int64_t c = 0; c < S.C; ++c) b[static_cast<size_t>(c)] = static_cast<T>(bias[c]);
+  return b;
 }
 
 }  // namespace
@@ -138,10 +147,8 @@ void depthwise_nhwc_forward(const T* in, const T* w, const T* bias, T* out,
                             const Conv2dGeometry& g, const Conv2dParams& p) {
   NhwcJob<T> J{};
   J.S = make_shape(g, p);
-  const std::vector<T> wt = transposed_weight(w, J.S);
-  std::vector<T> b(static_cast<size_t>(J.S.Cp), T(0));
-  if (bias != nullptr)
-    for (int64_t c = 0; c < J.S.C; ++c) b[static_cast<size_t>(c)] = bias[c];
+  const std::vector<T> wt = transposed_weight<T>(w, J.S);
+  const std::vector<T> b = padded_bias<T>(bias, J.S);
   J.in = in, J.wt = wt.data(), J.bias = b.data(), J.out = out;
   run_pass(J, NhwcPass::Forward, g.batch * g.out_h);
 }
@@ -156,7 +163,7 @@ void depthwise_nhwc_backward(const T* grad_output, const T* in, const T* w, T* g
   J.in = in, J.grad_output = grad_output, J.grad_input = grad_input, J.grad_bias = grad_bias;
   const int64_t blocks = (S.C + lanes<T>() - 1) / lanes<T>();
   if (grad_input != nullptr) {
-    const std::vector<T> wt = transposed_weight(w, S);
+    const std::vector<T> wt = transposed_weight<T>(w, S);
     J.wt = wt.data();
     run_pass(J, NhwcPass::GradInput, S.N * S.H);
   }
@@ -181,14 +188,8 @@ void depthwise_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w
                                  const Conv2dGeometry& g, const Conv2dParams& p) {
   NhwcJob<float, uint16_t> J{};
   J.S = make_shape(g, p);
-  const int64_t kk = J.S.kh * J.S.kw;
-  std::vector<float> wt(static_cast<size_t>(kk * J.S.Cp), 0.0f);
-  for (int64_t c = 0; c < J.S.C; ++c)
-    for (int64_t t = 0; t < kk; ++t)
-      wt[static_cast<size_t>(t * J.S.Cp + c)] = static_cast<float>(w[c * kk + t]);
-  std::vector<float> b(static_cast<size_t>(J.S.Cp), 0.0f);
-  if (bias != nullptr)
-    for (int64_t c = 0; c < J.S.C; ++c) b[static_cast<size_t>(c)] = static_cast<float>(bias[c]);
+  const std::vector<float> wt = transposed_weight<float>(w, J.S);
+  const std::vector<float> b = padded_bias<float>(bias, J.S);
   J.in = reinterpret_cast<const uint16_t*>(in);
   J.out = reinterpret_cast<uint16_t*>(out);
   J.wt = wt.data(), J.bias = b.data();
