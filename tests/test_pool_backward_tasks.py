@@ -107,6 +107,20 @@ def test_channels_last_max_backward_gather_equals_the_scatter(monkeypatch, isa, 
 
 
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_channels_last_max_backward_rejects_indices_past_int32(monkeypatch, isa):
+    """The AVX-512 gather compares indices narrowed to int32 with saturation: an index that
+    is a pixel plus 2^32 (or minus it) must not pass for that pixel; it lies outside the plane."""
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    x = torch.randn(1, 32, 6, 6).contiguous(memory_format=torch.channels_last)
+    args = ([3, 3], [2, 2], [0, 0], [1, 1], False)
+    out, idx = torch.ops.cnnext.max_pool2d(x, *args)
+    g = torch.ones_like(out)
+    for shift in (2 ** 32, -(2 ** 32)):
+        with pytest.raises(RuntimeError, match="outside"):
+            torch.ops.cnnext.max_pool2d_backward(g, x, idx + shift, *args)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 def test_channels_last_avg_backward_gather(monkeypatch, isa, dtype):
     """channels_last average backward gathers each pixel's covering shares and writes it once
