@@ -166,6 +166,14 @@ def _channels_last_cpu(t, dtype):
     return t.shape[1] != 0 and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def _channels_last_strides(t):
+    """Whether t's strides are exactly channels_last's, so its suggested memory format (the
+    operator's output layout) is channels_last even where its sizes also make it
+    NCHW-contiguous."""
+    n, c, h, w = t.shape
+    return t.stride() == (h * w * c, 1, w * c, c)
+
+
 def _needs_autograd(*tensors):
     """Whether the call must go through the operators' autograd (their C++ autograd kernels,
     csrc/autograd_*.cpp, still cost a dispatch); below it when nothing can record a graph."""
@@ -223,8 +231,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             and (
                 _plain(weight, dtype)
                 # A channels_last weight makes torch's output channels_last: the operator's
-                # is too only where the input is unambiguously channels_last.
-                or _channels_last_cpu(weight, dtype) and not input.is_contiguous()
+                # is too where the input suggests channels_last itself (its strides are
+                # channels_last's exactly, as .to(memory_format=) gives an SE block's
+                # N x C x 1 x 1, or it is not NCHW-contiguous at all).
+                or _channels_last_cpu(weight, dtype)
+                and (not input.is_contiguous() or _channels_last_strides(input))
             )
         )
         and (bias is None or (type(bias) in _TENSOR_TYPES and bias.dtype is dtype))

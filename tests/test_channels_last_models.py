@@ -113,16 +113,19 @@ def test_output_and_gradient_strides_match_torch_for_channels_last_inputs(dtype)
     shapes = [(2, 8, 9, 7), (1, 28, 1, 1), (2, 28, 1, 1), (1, 1, 7, 7), (3, 5, 1, 6)]
     for shape in shapes:
         for make in (lambda s: torch.randn(s, dtype=dtype).contiguous(memory_format=CL),
-                     lambda s: torch.empty(s, dtype=dtype, memory_format=CL).normal_()):
+                     lambda s: torch.empty(s, dtype=dtype, memory_format=CL).normal_(),
+                     lambda s: torch.randn(s, dtype=dtype).to(memory_format=CL)):
             x = make(shape)
             for w, grad in itertools.product(
                     (torch.randn(6, shape[1], 3, 1, dtype=dtype),
-                     torch.randn(6, shape[1], 3, 1, dtype=dtype).contiguous(memory_format=CL)),
+                     torch.randn(6, shape[1], 3, 1, dtype=dtype).contiguous(memory_format=CL),
+                     torch.randn(6, shape[1], 1, 1, dtype=dtype).to(memory_format=CL)),
                     (False, True)):
                 xs = [x.clone(memory_format=torch.preserve_format).requires_grad_(grad)
                       for _ in range(2)]
-                y_t = torch.nn.functional.conv2d(xs[0], w, padding=(1, 0))
-                y_c = cnnext.functional.conv2d(xs[1], w, padding=(1, 0))
+                pad = (w.shape[2] // 2, 0)
+                y_t = torch.nn.functional.conv2d(xs[0], w, padding=pad)
+                y_c = cnnext.functional.conv2d(xs[1], w, padding=pad)
                 assert y_c.stride() == y_t.stride(), (shape, x.stride(), grad)
                 torch.testing.assert_close(y_c, y_t)
                 if grad:
