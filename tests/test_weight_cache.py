@@ -126,3 +126,29 @@ def test_concurrent_inference_threads_agree(monkeypatch):
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_weight_copy_is_kept_and_follows_changes(dtype):
+    """A channels_last weight (a model converted to channels_last) is copied to OIHW once and
+    kept: later calls hit, results equal a call with the same weight in OIHW, and every kind of
+    change (in place, new storage, through .data) is seen."""
+    x = torch.randn(2, 24, 9, 9, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(16, 24, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+    def check():
+        with torch.enable_grad():  # grad mode on in the kernel: no cache, a copy per call
+            reference = F.conv2d(x, w.detach().contiguous(), None, padding=1)
+        assert torch.equal(F.conv2d(x, w, None, padding=1), reference)
+
+    with torch.no_grad():
+        check()
+        hits = cpu.weight_cache_stats()["hits"]
+        check()
+        assert cpu.weight_cache_stats()["hits"] > hits  # the copy (and any packing) reused
+        w.mul_(-2.0)
+        check()
+        w.data = torch.randn(16, 24, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        check()
+        w.data.add_(1.0)
+        check()

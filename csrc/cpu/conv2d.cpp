@@ -62,6 +62,25 @@ at::Tensor as_channels_last(const at::Tensor& t) {
   return at::empty(t.sizes(), t.options().memory_format(kChannelsLast)).copy_(t);
 }
 
+// The weight as OIHW-contiguous values, which every CPU kernel reads. A channels_last weight
+// (a model converted with .to(memory_format=torch.channels_last)) would be copied on every
+// call, into fresh pages: a late ResNet layer's 9.4 MB at batch 1 cost about as much as its
+// convolution. Where the weight cache applies (grad mode off, weight_cache.h) the copy is kept,
+// keyed on the weight and checked against its bytes as stored.
+at::Tensor oihw_weight(const at::Tensor& weight) {
+  if (weight.is_contiguous()) return weight;
+  if (!weight.is_contiguous(kChannelsLast)) return weight.contiguous();
+  const WeightCacheScope scope(weight, weight);  // its channels_last bytes detect changes
+  std::vector<int64_t> key{kOihwCopy, int64_t(weight.scalar_type())};
+  for (int64_t s : weight.sizes()) key.push_back(s);
+  const at::Tensor cached = cached_packed_weight(
+      weight_pack_kind_of(key), static_cast<size_t>(weight.nbytes()), [&](void* dst) {
+        at::from_blob(dst, weight.sizes(), weight.options()).copy_(weight);
+      });
+  if (!cached.defined()) return weight.contiguous();
+  return cached.view(weight.scalar_type()).view(weight.sizes());
+}
+
 void run_pass(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
   const ConvAlgorithm* algo = choose_conv_algorithm(pr, pass, t);
   TORCH_CHECK(algo != nullptr, "cnnext.conv2d: no CPU algorithm applies to this problem");
@@ -87,7 +106,7 @@ at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
                            const c10::optional<at::Tensor>& bias_, const Conv2dGeometry& g,
                            const Conv2dParams& p, bool cl_results, bool relu) {
   const at::Tensor input = input_.contiguous(kChannelsLast);
-  const at::Tensor weight = weight_.contiguous();
+  const at::Tensor weight = oihw_weight(weight_);
   const bool has_bias = bias_.has_value() && bias_->defined();
   const at::Tensor bias = has_bias ? bias_->contiguous() : at::Tensor();
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w},
@@ -135,7 +154,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   const auto layout = in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous;
   ConvTensors t;
   t.input = input_.contiguous(layout);
-  t.weight = weight_.contiguous();
+  t.weight = oihw_weight(weight_);
   const bool has_bias = bias_.has_value() && bias_->defined();
   if (has_bias) t.bias = bias_->contiguous();
   t.output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w},

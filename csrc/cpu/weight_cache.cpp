@@ -69,10 +69,14 @@ WeightCacheScope::~WeightCacheScope() {
   t_scope_values = previous_values_;
 }
 
-uint64_t weight_pack_kind(std::initializer_list<int64_t> parts) {
+uint64_t weight_pack_kind_of(const std::vector<int64_t>& parts) {
   uint64_t h = 1469598103934665603ull;
   for (int64_t v : parts) h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
   return h;
+}
+
+uint64_t weight_pack_kind(std::initializer_list<int64_t> parts) {
+  return weight_pack_kind_of(std::vector<int64_t>(parts));
 }
 
 at::Tensor cached_packed_weight(uint64_t kind, size_t bytes,

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace cnnext::cpu {
 
@@ -48,10 +49,14 @@ at::Tensor cached_packed_weight(uint64_t kind, size_t bytes,
 
 // The packings that use the cache (the first part of a kind key).
 // (The implicit GEMM's slivers are a plain copy, no dearer than the comparison: not cached.)
-enum WeightPacking : int64_t { kWinogradTaps = 2, kIm2colNhwcRuns = 3, kBf16DotPanels = 4 };
+// kOihwCopy: a channels_last weight copied to OIHW (conv2d.cpp), before any packing.
+enum WeightPacking : int64_t {
+  kWinogradTaps = 2, kIm2colNhwcRuns = 3, kBf16DotPanels = 4, kOihwCopy = 5
+};
 
 // A kind key from its parts (FNV-1a).
 uint64_t weight_pack_kind(std::initializer_list<int64_t> parts);
+uint64_t weight_pack_kind_of(const std::vector<int64_t>& parts);
 
 // For tests and introspection: entries, bytes held, hits and misses since the last clear.
 struct WeightCacheStats {
