@@ -23,8 +23,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <type_traits>
+#include <unistd.h>
 #include <limits>
 #include <vector>
 
@@ -67,6 +71,53 @@ void for_output_rows(const PoolLayout& L, int64_t window_area, const Body& body)
   const int64_t per_row = std::max<int64_t>(1, L.out_w * L.channels * window_area);
   const int64_t grain = std::max<int64_t>(1, 16384 / per_row);
   at::parallel_for(0, L.images * L.out_h, grain, body);
+}
+
+// The size of the last-level cache cpu0 sees, from sysfs (what lscpu reports). glibc's
+// sysconf(_SC_LEVEL3_CACHE_SIZE) decodes CPUID itself and can be off by 10x in a VM (320 MiB
+// for this VM's 32 MiB L3), so it is only the fallback; 32 MiB if neither answers.
+inline int64_t last_level_cache_bytes() {
+  int64_t best = 0;
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level_file(dir + "level"), size_file(dir + "size");
+    int level = 0;
+    std::string size;
+    if (!(level_file >> level) || !(size_file >> size) || size.empty()) continue;
+    int64_t bytes = std::strtoll(size.c_str(), nullptr, 10);
+    const char unit = size.back();
+    if (unit == 'K') bytes <<= 10;
+    if (unit == 'M') bytes <<= 20;
+    if (level >= 2 && bytes > best) best = bytes;
+  }
+  if (best > 0) return best;
+  long size = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  size = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  return size > 0 ? static_cast<int64_t>(size) : int64_t(32) << 20;
+}
+
+// How a channels_last forward call treats the caches. A call whose input and output together
+// exceed half the last-level cache (shared with the other cores: on a 32 MiB L3 the copy
+// bandwidth falls between 16 and 32 MiB moved) streams through DRAM: it prefetches the next
+// output row's input rows, which the hardware prefetcher does not do for several rows at
+// once. Its output (and indices) go around the caches with non-temporal stores only when they
+// would not survive until their reader anyway: the call moves more than the whole cache. Below
+// that, the next layer (or the backward) finds them in L3, and reading a line for ownership
+// costs less than fetching it back from DRAM. CNNEXT_POOL_STREAM=0 / 1 forces both off / on.
+struct PoolStreaming {
+  bool prefetch = false;
+  bool bypass_cache = false;
+};
+inline PoolStreaming streaming_for(int64_t in_bytes, int64_t out_bytes) {
+  const char* env = std::getenv("CNNEXT_POOL_STREAM");
+  if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == '\0') {
+    return PoolStreaming{env[0] == '1', env[0] == '1'};
+  }
+  static const int64_t llc = last_level_cache_bytes();
+  const int64_t moved = in_bytes + out_bytes;
+  return PoolStreaming{moved > llc / 2, moved > llc};
 }
 
 // Backward tasks: disjoint (image, block of input rows) pieces covering every grad_input
@@ -264,18 +315,22 @@ void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
     return;
   }
   if (L.in_plane() >= (int64_t(1) << 31)) rc = RegularCols{};  // int32 lane indices
+  const int64_t out_elems = L.images * L.out_plane() * L.channels;
+  const PoolStreaming stream = L.channels == 1 ? PoolStreaming{} :
+      streaming_for(static_cast<int64_t>(sizeof(T)) * L.images * L.in_plane() * L.channels,
+                    static_cast<int64_t>(sizeof(T) + (with_index ? sizeof(int64_t) : 0)) * out_elems);
   for_output_rows(L, window_area, [&](int64_t r0, int64_t r1) {
     auto run = [&](auto with_index_tag) {
       constexpr bool WI = decltype(with_index_tag)::value;
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
-        case Isa::Avx2: return pool_avx2::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+        case Isa::Avx512: return pool_avx512::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1, stream);
+        case Isa::Avx2: return pool_avx2::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1, stream);
         default: break;
       }
 #endif
-      pool_portable::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1);
+      pool_portable::max_forward_rows<WI, T>(in, out, ind, L, rows.data(), cols.data(), rc, r0, r1, stream);
     };
     if (with_index) {
       run(std::true_type{});
@@ -365,17 +420,20 @@ void avg_pool_forward(const T* in, T* out, const PoolLayout& L,
   if (!global && separable_forward<T, false>(in, out, L, rows, cols, window_area, rc.window, isa, divisor)) {
     return;
   }
+  const int64_t bytes_per_pixel = static_cast<int64_t>(sizeof(T)) * L.images * L.channels;
+  const PoolStreaming stream = L.channels == 1 ? PoolStreaming{} :
+      streaming_for(bytes_per_pixel * L.in_plane(), bytes_per_pixel * L.out_plane());
   for_output_rows(L, window_area, [&](int64_t r0, int64_t r1) {
     auto run = [&]() {
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1);
-        case Isa::Avx2: return pool_avx2::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1);
+        case Isa::Avx512: return pool_avx512::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1, stream);
+        case Isa::Avx2: return pool_avx2::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1, stream);
         default: break;
       }
 #endif
-      pool_portable::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1);
+      pool_portable::avg_forward_rows<T>(in, out, L, rows.data(), cols.data(), rc, divisor, r0, r1, stream);
     };
     run();
   });
