@@ -5,6 +5,7 @@ dynamo=True, custom_translation_table=...))."""
 import torch
 
 from . import ops as _ops  # noqa: F401  (the operators and their fake kernels)
+from ._taps import indices_to_taps, taps_to_indices
 
 _cnnext = torch.ops.cnnext
 _aten = torch.ops.aten
@@ -41,6 +42,24 @@ def _max_pool2d_values(self, kernel_size, stride, padding, dilation, ceil_mode):
 
 def _max_pool2d_backward(grad_output, self, indices, kernel_size, stride, padding, dilation,
                          ceil_mode):
+    return _aten.max_pool2d_with_indices_backward.default(
+        grad_output, self, kernel_size, stride, padding, dilation, ceil_mode, indices
+    )
+
+
+def _max_pool2d_taps(self, kernel_size, stride, padding, dilation, ceil_mode):
+    out, indices = _aten.max_pool2d_with_indices.default(
+        self, kernel_size, stride, padding, dilation, ceil_mode
+    )
+    return out, indices_to_taps(indices, self.shape[2:], kernel_size, stride, padding, dilation)
+
+
+def _max_pool2d_taps_backward(grad_output, self, taps, kernel_size, stride, padding, dilation,
+                              ceil_mode):
+    # An empty window's tap names no element: index 0 with a zero gradient adds nothing.
+    indices, nonempty = taps_to_indices(taps, self.shape[2:], kernel_size, stride, padding,
+                                        dilation)
+    grad_output = _aten.where.self(nonempty, grad_output, _aten.zeros_like.default(grad_output))
     return _aten.max_pool2d_with_indices_backward.default(
         grad_output, self, kernel_size, stride, padding, dilation, ceil_mode, indices
     )
@@ -96,6 +115,8 @@ def decompositions():
         _cnnext.max_pool2d.default: _max_pool2d,
         _cnnext.max_pool2d_values.default: _max_pool2d_values,
         _cnnext.max_pool2d_backward.default: _max_pool2d_backward,
+        _cnnext.max_pool2d_taps.default: _max_pool2d_taps,
+        _cnnext.max_pool2d_taps_backward.default: _max_pool2d_taps_backward,
         _cnnext.avg_pool2d.default: _avg_pool2d,
         _cnnext.avg_pool2d_backward.default: _avg_pool2d_backward,
         _cnnext.adaptive_avg_pool2d.default: _adaptive_avg_pool2d,

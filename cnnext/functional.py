@@ -373,11 +373,6 @@ def _pool_output(out, unbatched):
     return out.squeeze(0) if unbatched else out
 
 
-def _needs_no_grad(input):
-    """No gradient can flow to input: max pooling may skip its indices."""
-    return not (torch.is_grad_enabled() and input.requires_grad)
-
-
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """Same signature and semantics as torch.nn.functional.max_pool2d (and
@@ -388,7 +383,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         padding_, dilation_ = _int_pair(padding), _int_pair(dilation)
         if kernel is not None and stride_ is not None and padding_ is not None and dilation_ is not None:
             needs_autograd = _needs_autograd(input)
-            if not return_indices and _needs_no_grad(input):
+            # Without return_indices the values operator runs; when a gradient can flow its
+            # autograd records the maxima's positions itself (csrc/autograd_pool.cpp).
+            if not return_indices:
                 return _fast_call(_cnnext.max_pool2d_values.default, needs_autograd, input, kernel,
                                   stride_, padding_, dilation_, ceil_mode)
             out, indices = _fast_call(_cnnext.max_pool2d.default, needs_autograd,
@@ -402,7 +399,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     ceil_mode = bool(ceil_mode)
     x, unbatched = _pool_input(input, op, True, lambda t: _cnnext.max_pool2d(
         t, kernel_size, stride, padding, dilation, ceil_mode))
-    if not return_indices and _needs_no_grad(x):
+    if not return_indices:
         out = _cnnext.max_pool2d_values(x, kernel_size, stride, padding, dilation, ceil_mode)
         return _pool_output(out, unbatched)
     out, indices = _cnnext.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)

@@ -122,6 +122,7 @@ def _gemm_fake(a, b, trans_a, trans_b, alpha, beta, c, isa):
 from torch._prims_common import suggest_memory_format as _suggest_memory_format  # noqa: E402
 
 from ._shapes import pool_output_size  # noqa: E402
+from ._taps import taps_to_indices  # noqa: E402
 
 
 def _pool_empty(self, shape, dtype=None):
@@ -156,6 +157,21 @@ def _max_pool2d_values_fake(self, kernel_size, stride, padding, dilation, ceil_m
 @torch.library.register_fake("cnnext::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, self, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):
+    return _pool_empty(self, self.shape)
+
+
+@torch.library.register_fake("cnnext::max_pool2d_taps")
+def _max_pool2d_taps_fake(self, kernel_size, stride, padding, dilation, ceil_mode):
+    torch._check(kernel_size[0] * kernel_size[-1] <= 255,
+                 lambda: "cnnext.max_pool2d_taps: a window has more taps than uint8 holds")
+    shape = _pool2d_out_shape("max_pool2d_taps", self, kernel_size, stride, padding, dilation,
+                              ceil_mode)
+    return _pool_empty(self, shape), _pool_empty(self, shape, torch.uint8)
+
+
+@torch.library.register_fake("cnnext::max_pool2d_taps_backward")
+def _max_pool2d_taps_backward_fake(grad_output, self, taps, kernel_size, stride, padding,
+                                   dilation, ceil_mode):
     return _pool_empty(self, self.shape)
 
 
@@ -221,6 +237,52 @@ for _name in ("cnnext::max_pool2d_backward", "cnnext::adaptive_max_pool2d_backwa
     torch.library.register_autograd(
         _name, _max_backward_backward, setup_context=_max_backward_setup_context
     )
+
+
+# max_pool2d_taps: its C++ caller (max_pool2d_values' autograd) runs it below autograd; this
+# is for a direct call. Its backward, like the others, is linear in grad_output, whose own
+# gradient gathers at the taps' positions (0 for an empty window).
+def _max_pool2d_taps_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+    ctx.params = tuple(inputs[1:])
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _max_pool2d_taps_backward_of(ctx, grad_output, grad_taps):
+    if grad_output is None or not ctx.needs_input_grad[0]:
+        return (None,) * 6
+    self, taps = ctx.saved_tensors
+    return (ops.max_pool2d_taps_backward(grad_output, self, taps, *ctx.params),) + (None,) * 5
+
+
+torch.library.register_autograd(
+    "cnnext::max_pool2d_taps", _max_pool2d_taps_backward_of,
+    setup_context=_max_pool2d_taps_setup_context,
+)
+
+
+def _taps_backward_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2])
+    ctx.input_hw = tuple(inputs[1].shape[2:])
+    ctx.params = tuple(inputs[3:7])
+    ctx.num_inputs = len(inputs)
+
+
+def _taps_backward_backward(ctx, grad_grad_input):
+    (taps,) = ctx.saved_tensors
+    d_grad_output = None
+    if ctx.needs_input_grad[0]:
+        indices, nonempty = taps_to_indices(taps, ctx.input_hw, *ctx.params)
+        gathered = _gather_at_indices(grad_grad_input, indices)
+        d_grad_output = torch.where(nonempty, gathered, torch.zeros_like(gathered))
+    return (d_grad_output,) + (None,) * (ctx.num_inputs - 1)
+
+
+torch.library.register_autograd(
+    "cnnext::max_pool2d_taps_backward", _taps_backward_backward,
+    setup_context=_taps_backward_setup_context,
+)
 
 
 # The avg backwards are linear in grad_output: their own gradient is the forward.

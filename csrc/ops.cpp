@@ -72,6 +72,16 @@ TORCH_LIBRARY(cnnext, m) {
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  // What the autograd of max_pool2d_values saves on the CPU instead of indices: per output,
+  // the uint8 window tap of its maximum (r * kernel_w + s in dilation steps from the clipped
+  // window's first element; 255 for a window with no element), an eighth of int64 indices'
+  // bytes. Kernel area at most 255.
+  m.def(
+      "max_pool2d_taps(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_taps_backward(Tensor grad_output, Tensor self, Tensor taps, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
   m.def(
       "avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
       "bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");

@@ -30,6 +30,7 @@
 #include <type_traits>
 #include <unistd.h>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "../common/pool_shapes.h"
@@ -152,6 +153,67 @@ inline std::vector<CoverRange> cover_ranges(int64_t in, const PoolRange* windows
   }
   return cover;
 }
+
+// max_pool2d's window taps (uint8 positions, pool2d_kernels.inc) decoded once per backward call.
+// A tap t names row r = t / kernel_w and column s = t % kernel_w of its output's window, in
+// dilation steps from the clipped window's first element; it lies in the window when r and s
+// are below the window's element rows / columns. Since the kernel area is at most 255, any
+// tap from the area up (the empty-window mark 255 included) fails that test.
+struct TapGeometry {
+  int64_t kernel_w = 1;
+  int16_t row[256], col[256];
+  int64_t offset[256];  // r * dilation_h * W + s * dilation_w
+  std::vector<int32_t> row_limit, col_limit;  // per output row / column: element rows / columns
+  std::vector<int64_t> col_begin;              // per output column: its window's first column
+  // Gather form: for each input row, the outputs whose window holds it as (oh, r * kernel_w),
+  // items [row_first[ih], row_first[ih + 1]); for each input column (ow, s) likewise.
+  struct Item {
+    int64_t out;
+    int32_t tap;
+  };
+  std::vector<int64_t> row_first, col_first;
+  std::vector<Item> row_items, col_items;
+
+  TapGeometry(int64_t kernel_w_, int64_t in_h, int64_t in_w, const PoolRange* rows, int64_t out_h,
+              const PoolRange* cols, int64_t out_w)
+      : kernel_w(std::max<int64_t>(kernel_w_, 1)) {
+    const int64_t dh = out_h > 0 ? rows[0].step : 1, dw = out_w > 0 ? cols[0].step : 1;
+    for (int t = 0; t < 256; ++t) {
+      row[t] = static_cast<int16_t>(t / kernel_w);
+      col[t] = static_cast<int16_t>(t % kernel_w);
+      offset[t] = row[t] * dh * in_w + col[t] * dw;
+    }
+    auto limits = [](const PoolRange* r, int64_t n, std::vector<int32_t>& out) {
+      out.resize(static_cast<size_t>(n));
+      for (int64_t o = 0; o < n; ++o) {
+        out[o] = r[o].begin < r[o].end
+                     ? static_cast<int32_t>((r[o].end - r[o].begin + r[o].step - 1) / r[o].step)
+                     : 0;
+      }
+    };
+    limits(rows, out_h, row_limit);
+    limits(cols, out_w, col_limit);
+    col_begin.resize(static_cast<size_t>(out_w));
+    for (int64_t o = 0; o < out_w; ++o) col_begin[o] = cols[o].begin;
+    auto items = [](const PoolRange* r, int64_t n, int64_t in, int64_t scale,
+                    std::vector<int64_t>& first, std::vector<Item>& list) {
+      std::vector<std::vector<Item>> per(static_cast<size_t>(in));
+      for (int64_t o = 0; o < n; ++o) {
+        int64_t k = 0;
+        for (int64_t x = r[o].begin; x < r[o].end; x += r[o].step, ++k) {
+          per[x].push_back({o, static_cast<int32_t>(k * scale)});
+        }
+      }
+      first.assign(static_cast<size_t>(in + 1), 0);
+      for (int64_t x = 0; x < in; ++x) {
+        first[x + 1] = first[x] + static_cast<int64_t>(per[x].size());
+        list.insert(list.end(), per[x].begin(), per[x].end());
+      }
+    };
+    items(rows, out_h, in_h, kernel_w, row_first, row_items);
+    items(cols, out_w, in_w, 1, col_first, col_items);
+  }
+};
 
 template <typename T>
 constexpr T lowest_value() {
@@ -301,11 +363,14 @@ bool separable_forward(const T* in, T* out, const PoolLayout& L,
   }
 }
 
-// ---- max: value and flat index of the first maximum; NaN wins and propagates ---------------
+// ---- max: value and position of the first maximum; NaN wins and propagates ----------------
 // Update rule (torch's): take v when v > max or v is NaN. An all -inf window keeps its first
-// element's index. ind == nullptr: values only (no index is computed or stored).
-template <typename T>
-void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
+// element's position. ind == nullptr: values only (no position is computed or stored).
+// Ix: int64_t flat indices, or uint8_t window taps (pool2d_kernels.inc; kernel area <= kMaxTaps).
+constexpr int64_t kMaxTaps = 255;
+
+template <typename T, typename Ix = int64_t>
+void max_pool_forward(const T* in, T* out, Ix* ind, const PoolLayout& L,
                       const std::vector<PoolRange>& rows, const std::vector<PoolRange>& cols,
                       int64_t window_area, RegularCols rc = {}) {
   const Isa isa = active_isa();
@@ -314,11 +379,13 @@ void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
                                                 isa, [](const PoolRange&, const PoolRange&) { return 1; })) {
     return;
   }
-  if (L.in_plane() >= (int64_t(1) << 31)) rc = RegularCols{};  // int32 lane indices
+  if (L.in_plane() >= (int64_t(1) << 31)) {  // int32 lane indices: scalar loops only
+    rc = RegularCols{0, 0, 1, 0, 0, 0, rc.window};
+  }
   const int64_t out_elems = L.images * L.out_plane() * L.channels;
   const PoolStreaming stream = L.channels == 1 ? PoolStreaming{} :
       streaming_for(static_cast<int64_t>(sizeof(T)) * L.images * L.in_plane() * L.channels,
-                    static_cast<int64_t>(sizeof(T) + (with_index ? sizeof(int64_t) : 0)) * out_elems);
+                    static_cast<int64_t>(sizeof(T) + (with_index ? sizeof(Ix) : 0)) * out_elems);
   for_output_rows(L, window_area, [&](int64_t r0, int64_t r1) {
     auto run = [&](auto with_index_tag) {
       constexpr bool WI = decltype(with_index_tag)::value;
@@ -343,10 +410,10 @@ void max_pool_forward(const T* in, T* out, int64_t* ind, const PoolLayout& L,
 // channels_last max backward in gather form (pool2d_kernels.inc) where a vector of channels
 // fits: true if it ran and every index matched inside its window (then it equals the scatter);
 // false: nothing is decided, the caller scatters (and reports indices outside the plane).
-template <typename T>
-bool max_pool_backward_gather(const T* grad_out, const int64_t* ind, T* grad_in,
+template <typename T, typename Ix>
+bool max_pool_backward_gather(const T* grad_out, const Ix* ind, T* grad_in,
                               const PoolLayout& L, const PoolRange* rows, const PoolRange* cols,
-                              const RowBlocks& rb, Isa isa) {
+                              const TapGeometry* taps, const RowBlocks& rb, Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   const int64_t lanes = isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 4;
 #else
@@ -368,42 +435,62 @@ bool max_pool_backward_gather(const T* grad_out, const int64_t* ind, T* grad_in,
   std::atomic<int64_t> matched{0};
   at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
     int64_t m = 0;
+    (void)isa;
+    if constexpr (std::is_same<Ix, uint8_t>::value) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    switch (isa) {
-      case Isa::Avx512: m = pool_avx512::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
-      case Isa::Avx2: m = pool_avx2::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
-      default: m = pool_portable::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
-    }
+      switch (isa) {
+        case Isa::Avx512: m = pool_avx512::max_backward_gather_taps<T>(grad_out, ind, grad_in, L, *taps, rb, t0, t1); break;
+        case Isa::Avx2: m = pool_avx2::max_backward_gather_taps<T>(grad_out, ind, grad_in, L, *taps, rb, t0, t1); break;
+        default: m = pool_portable::max_backward_gather_taps<T>(grad_out, ind, grad_in, L, *taps, rb, t0, t1); break;
+      }
 #else
-    m = pool_portable::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1);
+      m = pool_portable::max_backward_gather_taps<T>(grad_out, ind, grad_in, L, *taps, rb, t0, t1);
 #endif
+    } else {
+#if defined(__x86_64__) && defined(__GNUC__)
+      switch (isa) {
+        case Isa::Avx512: m = pool_avx512::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
+        case Isa::Avx2: m = pool_avx2::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
+        default: m = pool_portable::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1); break;
+      }
+#else
+      m = pool_portable::max_backward_gather_tasks<T>(grad_out, ind, grad_in, L, row_cover.data(), col_cover.data(), rb, t0, t1);
+#endif
+    }
     matched += m;
   });
   return matched.load() == windows * L.images * L.channels;
 }
 
-// grad_input[index] += grad_output, plane by plane. Returns false if an index lies outside
-// its plane (such entries are skipped, never written out of bounds) unless its window is
-// empty. rows/cols: every output's window (max_pool2d's or adaptive_max_pool2d's); an empty
-// one (dilation with padding, any_empty) contributes nothing.
-template <typename T>
-bool max_pool_backward(const T* grad_out, const int64_t* ind, T* grad_in, const PoolLayout& L,
-                       const PoolRange* rows, const PoolRange* cols, bool any_empty) {
+// grad_input[position] += grad_output, plane by plane. Returns false if a position lies outside
+// its plane (flat index) or its window (tap); such entries are skipped, never written out of
+// bounds, unless the window is empty. rows/cols: every output's window (max_pool2d's or
+// adaptive_max_pool2d's); an empty one (dilation with padding, any_empty) contributes nothing.
+// kernel_w: the window width taps count in (taps only).
+template <typename T, typename Ix>
+bool max_pool_backward(const T* grad_out, const Ix* ind, T* grad_in, const PoolLayout& L,
+                       const PoolRange* rows, const PoolRange* cols, bool any_empty,
+                       int64_t kernel_w = 0) {
   std::atomic<bool> ok{true};
   const RowBlocks rb = row_blocks(L);
   const Isa isa = active_isa();
-  if (max_pool_backward_gather(grad_out, ind, grad_in, L, rows, cols, rb, isa)) return true;
+  std::unique_ptr<TapGeometry> tap_geometry;
+  if constexpr (std::is_same<Ix, uint8_t>::value) {
+    tap_geometry = std::make_unique<TapGeometry>(kernel_w, L.in_h, L.in_w, rows, L.out_h, cols, L.out_w);
+  }
+  const TapGeometry* tg = tap_geometry.get();
+  if (max_pool_backward_gather(grad_out, ind, grad_in, L, rows, cols, tg, rb, isa)) return true;
   at::parallel_for(0, L.images * rb.blocks, 1, [&](int64_t t0, int64_t t1) {
     auto run = [&]() -> bool {
       (void)isa;
 #if defined(__x86_64__) && defined(__GNUC__)
       switch (isa) {
-        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, rb, t0, t1);
-        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, rb, t0, t1);
+        case Isa::Avx512: return pool_avx512::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, tg, rb, t0, t1);
+        case Isa::Avx2: return pool_avx2::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, tg, rb, t0, t1);
         default: break;
       }
 #endif
-      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, rb, t0, t1);
+      return pool_portable::max_backward_tasks<T>(grad_out, ind, grad_in, L, rows, cols, any_empty, tg, rb, t0, t1);
     };
     if (!run()) ok = false;
   });
