@@ -255,3 +255,22 @@ def test_training_graph_lowers_to_aten():
     lowered = make_fx(_training_step, decomposition_table=decompositions())(x)
     assert not any(getattr(n.target, "namespace", None) == "cnnext" for n in lowered.graph.nodes)
     assert torch.equal(lowered(x), _training_step(x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_streaming_backward_matches_cached_backward(monkeypatch, isa, dtype):
+    # CNNEXT_POOL_STREAM=1 forces the non-temporal grad_input stores (taken above the cache):
+    # every channel count's aligned, unaligned and overlapping last blocks against the cached path.
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    for channels in (21, 37, 64, 100):
+        x = _input(dtype, channels, True)
+        window = WINDOWS[0]
+        out, taps = ops.max_pool2d_taps(x, *window)
+        grad_out = torch.randn(out.shape).to(dtype).contiguous(memory_format=torch.channels_last)
+        monkeypatch.setenv("CNNEXT_POOL_STREAM", "0")
+        cached = ops.max_pool2d_taps_backward(grad_out, x, taps, *window)
+        monkeypatch.setenv("CNNEXT_POOL_STREAM", "1")
+        streamed = ops.max_pool2d_taps_backward(grad_out, x, taps, *window)
+        monkeypatch.delenv("CNNEXT_POOL_STREAM")
+        assert torch.equal(streamed, cached), channels
