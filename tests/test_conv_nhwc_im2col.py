@@ -35,6 +35,7 @@ GRID = [
     (1, 4, 4, 4, 4, (3, 3), (1, 1), (3, 3), (1, 1), 1, False),     # padding 3: all-zero rows
     (2, 2, 5, 5, 2, (4, 4), (2, 2), (1, 1), (1, 1), 1, True),      # even kernel
     (1, 16, 3, 3, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1, True),    # wide channels, tiny map
+    (1, 38, 5, 6, 42, (3, 2), (1, 1), (1, 0), (1, 1), 2, True),    # weight transpose tile edges
 ]
 
 

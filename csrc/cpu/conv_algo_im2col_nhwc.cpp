@@ -127,14 +127,37 @@ void forward(const ConvProblem& pr, ConvTensors& t) {
   const bool dot = Og <= kDotColumns;
   const auto repack = [&](void* dst) {
     T* wf = static_cast<T*>(dst);
-    at::parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) {
-        const int64_t gi = o / Og, og = o % Og;
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t k = 0; k < KK; ++k) {
-            const int64_t r = k * Cg + c;
-            wf[gi * Kr * Og + (dot ? og * Kr + r : r * Og + og)] = w[(o * Cg + c) * KK + k];
-          }
+    if (dot) {  // each output channel's row permuted within itself (it stays in L1)
+      at::parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
+          const int64_t gi = o / Og, og = o % Og;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t k = 0; k < KK; ++k)
+              wf[gi * Kr * Og + og * Kr + k * Cg + c] = w[(o * Cg + c) * KK + k];
+        }
+      });
+      return;
+    }
+    // A transpose: output channels become the fast index. Written one tile at a time (16
+    // output channels x 16 input channels x the taps, a few KiB read from L1) so each store
+    // fills whole lines; the plain loop wrote one element per Og-strided line, a cache and
+    // TLB miss each (a 512x512x3x3 weight: 9 ms against 1 ms for the whole layer).
+    constexpr int64_t kTile = 16;
+    const int64_t o_tiles = (Og + kTile - 1) / kTile;
+    at::parallel_for(0, G * o_tiles, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t gi = task / o_tiles, og0 = (task % o_tiles) * kTile;
+        const int64_t og1 = std::min(Og, og0 + kTile);
+        const T* src = w + (gi * Og) * Cg * KK;
+        T* group_dst = wf + gi * Kr * Og;
+        for (int64_t c0 = 0; c0 < Cg; c0 += kTile) {
+          const int64_t c1 = std::min(Cg, c0 + kTile);
+          for (int64_t k = 0; k < KK; ++k)
+            for (int64_t c = c0; c < c1; ++c) {
+              T* d = group_dst + (k * Cg + c) * Og;
+              for (int64_t og = og0; og < og1; ++og) d[og] = src[(og * Cg + c) * KK + k];
+            }
+        }
       }
     });
   };
