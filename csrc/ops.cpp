@@ -50,6 +50,9 @@ TORCH_LIBRARY(cnnext, m) {
   // The inference weight-packing cache (csrc/cpu/weight_cache.h): [entries, bytes, hits,
   // misses], emptied first (counters too) when clear.
   m.def("_weight_cache(bool clear) -> int[]");
+  // self's values copied into NCHW (or channels_last) contiguous strides through the copy the
+  // CPU conv uses between layouts (csrc/cpu/layout_copy.h); for tests and measurements.
+  m.def("_layout_copy(Tensor self, bool channels_last) -> Tensor");
 
   // ---- GEMM (exposed for tests and the benchmark's GEMM row) ----------------------------
   // C = alpha * op(a) @ op(b) + beta * c; isa is "auto", "avx512", "avx2" or "portable".

@@ -22,6 +22,7 @@
 #include "conv2d_bf16_nhwc.h"
 #include "depthwise_conv2d_nhwc.h"
 #include "conv_select.h"
+#include "layout_copy.h"
 #include "weight_cache.h"
 
 namespace cnnext::cpu {
@@ -58,8 +59,7 @@ bool nhwc_results(const at::Tensor& input) {
 
 // t copied into at::empty's channels_last strides (those the fake kernels give), even where
 // t's own strides would already pass as channels_last (1x1 maps).
-at::Tensor as_channels_last(const at::Tensor& t) {
-  return at::empty(t.sizes(), t.options().memory_format(kChannelsLast)).copy_(t);
+at::Tensor as_channels_last(const at::Tensor& t) { return copy_in(t, kChannelsLast);
 }
 
 // The weight as OIHW-contiguous values, which every CPU kernel reads. A channels_last weight
@@ -105,7 +105,7 @@ void relu_in_place(at::Tensor& output) {
 at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
                            const c10::optional<at::Tensor>& bias_, const Conv2dGeometry& g,
                            const Conv2dParams& p, bool cl_results, bool relu) {
-  const at::Tensor input = input_.contiguous(kChannelsLast);
+  const at::Tensor input = contiguous_in(input_, kChannelsLast);
   const at::Tensor weight = oihw_weight(weight_);
   const bool has_bias = bias_.has_value() && bias_->defined();
   const at::Tensor bias = has_bias ? bias_->contiguous() : at::Tensor();
@@ -125,7 +125,7 @@ at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     }
   }
   if (relu) relu_in_place(output);
-  return cl_results ? output : output.contiguous();
+  return cl_results ? output : contiguous_in(output, at::MemoryFormat::Contiguous);
 }
 
 at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
@@ -153,7 +153,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
       choose_nhwc(nhwc, ConvPass::Forward, elem * double(g.input_numel() + g.output_numel()));
   const auto layout = in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous;
   ConvTensors t;
-  t.input = input_.contiguous(layout);
+  t.input = contiguous_in(input_, layout);
   t.weight = oihw_weight(weight_);
   const bool has_bias = bias_.has_value() && bias_->defined();
   if (has_bias) t.bias = bias_->contiguous();
@@ -252,7 +252,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const auto dtype = input_.scalar_type();
     at::Tensor go_nhwc;  // grad_output as the native passes read it, made once
     const auto grad_output_nhwc = [&]() -> const at::Tensor& {
-      if (!go_nhwc.defined()) go_nhwc = grad_output_.contiguous(kChannelsLast);
+      if (!go_nhwc.defined()) go_nhwc = contiguous_in(grad_output_, kChannelsLast);
       return go_nhwc;
     };
     at::Tensor native_gi;
@@ -260,13 +260,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
         g.col_rows() > 0 && g.output_numel() > 0 && bf16_nhwc_grad_input_applies(g)) {
       native_gi = at::empty(input_.sizes(), input_.options().memory_format(kChannelsLast));
       bf16_nhwc_grad_input(grad_output_nhwc(), weight_.contiguous(), native_gi, g, p);
-      if (!nhwc_results(input_)) native_gi = native_gi.contiguous();
+      if (!nhwc_results(input_)) native_gi = contiguous_in(native_gi, at::MemoryFormat::Contiguous);
     }
     at::Tensor native_gw;
     if (dtype == at::kBFloat16 && output_mask[1] && g.batch > 0 && g.output_numel() > 0 &&
         g.col_rows() > 0 && bf16_nhwc_grad_weight_applies(g)) {
       native_gw = at::empty(weight_.sizes(), weight_.options());
-      bf16_nhwc_grad_weight(grad_output_nhwc(), input_.contiguous(kChannelsLast), native_gw, g,
+      bf16_nhwc_grad_weight(grad_output_nhwc(), contiguous_in(input_, kChannelsLast), native_gw, g,
                             p);
     }
     std::array<bool, 3> rest = output_mask;
@@ -301,7 +301,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   const auto grad_output_in = [&](bool in_nhwc) -> const at::Tensor& {
     at::Tensor& go = in_nhwc ? go_nhwc : go_nchw;
     if (!go.defined())
-      go = grad_output_.contiguous(in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous);
+      go = contiguous_in(grad_output_,
+                         in_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous);
     return go;
   };
   // Unselected results are empty (0-element) tensors: custom ops return defined tensors.
@@ -336,7 +337,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
       // grad_weight needs the input's values; only then is the input made contiguous.
       ConvTensors t;
       t.grad_output = grad_output_in(gw_nhwc);
-      t.input = input_.contiguous(gw_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous);
+      t.input =
+          contiguous_in(input_, gw_nhwc ? kChannelsLast : at::MemoryFormat::Contiguous);
       t.grad_weight = grad_weight;
       run_pass(gw_nhwc ? nhwc : nchw, ConvPass::GradWeight, t);
     }
