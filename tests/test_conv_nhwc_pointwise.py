@@ -28,6 +28,9 @@ SHAPES = [
     (4, 64, 16, 16, 64, 1, 1),        # enough pixels for one grad_weight range per thread
     (2, 48, 15, 13, 32, 2, 4),        # the same, gathered
     (4, 32, 16, 16, 128, 1, 2),       # the same, expanding: sums formed transposed
+    (2, 24, 23, 29, 20, 1, 1),        # 1334 pixels: 256-pixel tasks, evened to 6 of 223
+    (2, 40, 15, 17, 300, 1, 1),       # 300 output channels > a task's pixels: one GEMM
+    (3, 272, 9, 9, 16, 1, 2),         # 136 input channels a group, 243 pixels: one GEMM
     (0, 4, 5, 5, 6, 1, 1),            # batch 0
     (0, 4, 5, 5, 6, 2, 2),
 ]
@@ -149,7 +152,8 @@ def test_channels_last_views(env):
 
 @pytest.mark.parametrize("shape", [(4, 64, 16, 16, 64, 1, 1), (3, 40, 15, 13, 24, 2, 2),
                                    (4, 32, 16, 16, 128, 1, 2),
-                                   (2, 16, 9, 9, 16, 1, 4)])
+                                   (2, 16, 9, 9, 16, 1, 4), (2, 24, 23, 29, 20, 1, 1),
+                                   (2, 40, 15, 17, 300, 1, 1)])
 def test_thread_counts(env, shape):
     # Forward and grad_input are the same bits for 1 and 2 threads (the GEMM's promise, and
     # gathers are copies); grad_weight is the same bits on a repeat with the same thread count.

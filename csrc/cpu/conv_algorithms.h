@@ -62,6 +62,9 @@ extern const ConvAlgorithm kMatmulAlgorithm;     // conv_algo_matmul.cpp
 extern const ConvAlgorithm kPointwiseNhwcAlgorithm;  // conv_algo_pointwise_nhwc.cpp
 extern const ConvAlgorithm kIm2colNhwcAlgorithm;     // conv_algo_im2col_nhwc.cpp
 
+// The pixel tasks pointwise_nhwc's forward and grad_input run (each packs the weight once).
+int64_t pointwise_nhwc_task_count(const ConvProblem& pr);
+
 inline bool is_pointwise(const Conv2dGeometry& g, const Conv2dParams& p) {
   return g.kernel_h == 1 && g.kernel_w == 1 && p.stride[0] == 1 && p.stride[1] == 1 &&
          p.padding[0] == 0 && p.padding[1] == 0;

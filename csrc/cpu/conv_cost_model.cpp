@@ -122,14 +122,9 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       const double pixels = N * P;
       const double elem_in = elem * pixels * g.in_channels;  // the strided pixels' rows
       const bool strided = !((p.stride[0] == 1 || g.in_h == 1) && (p.stride[1] == 1 || g.in_w == 1));
-      // Pixels per task: L2-sized (256 KiB of input and output rows), at least 8 tasks, and
-      // for strided layers within the column budget (the gathered rows).
-      double rows = std::max(16.0, double(256 << 10) / (elem * (g.in_channels + g.out_channels)));
-      rows = std::min(rows, std::max(16.0, std::ceil(pixels / 8.0)));
-      if (strided)
-        rows = std::min(rows, std::max(1.0, double(conv_workspace_budget_bytes()) /
-                                                (elem * std::max<int64_t>(1, g.in_channels))));
-      double chunks = std::ceil(pixels / std::max(1.0, rows));
+      // Pixel tasks as the row cuts them; each packs the group's weight for its GEMM.
+      double chunks = double(pointwise_nhwc_task_count(pr));
+      if (pass != ConvPass::GradWeight) f.bytes += elem * weights * chunks;
       if (pass == ConvPass::Forward) {
         f.macs = G * pixels * round_up(Cg, kSliverCols) * Kr;
         if (strided) f.bytes += 2.0 * elem_in;  // gather written, then read by the GEMM
