@@ -44,6 +44,7 @@ SHAPES = [  # (M, N, K)
     (45, 97, 31),  # several row slivers with an edge sliver, 3+ column slivers
     (6, 784, 25),  # conv-shaped: LeNet first layer
     (6, 25, 1001),  # grad_weight-shaped (A * B^T: dot-product path), K tail
+    (300, 16, 144),  # 16 columns, K under the dot path's minimum: packed, A * B^T too
     (75, 40, 20),  # more rows than the in-place-B limit on every path: packed B
 ]
 
