@@ -232,7 +232,8 @@ def test_unknown_algorithm_override_is_a_clear_error(monkeypatch):
     _set_env(monkeypatch, {"CNNEXT_CONV_ALGO": "fft"})
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with pytest.raises(RuntimeError, match="CNNEXT_CONV_ALGO must be auto, im2col, direct, "
-                                           "winograd, implicit, pointwise or matmul, got 'fft'"):
+                                           "winograd, implicit, pointwise, matmul or grouped, got "
+                                           "'fft'"):
         cnnext.functional.conv2d(x, w)
 
 

@@ -40,8 +40,8 @@ import cnnext  # noqa: E402
 
 PASSES = ("forward", "grad_input", "grad_weight")
 ALGORITHMS = ("direct", "pointwise", "winograd", "implicit", "im2col", "matmul",  # ConvAlgoId order
-              "pointwise_nhwc", "im2col_nhwc", "direct_nhwc")
-TABLE_ORDER = ("direct_nhwc", "direct", "matmul", "pointwise_nhwc", "pointwise", "winograd",
+              "pointwise_nhwc", "im2col_nhwc", "direct_nhwc", "grouped_nhwc")
+TABLE_ORDER = ("direct_nhwc", "grouped_nhwc", "direct", "matmul", "pointwise_nhwc", "pointwise", "winograd",
                "implicit", "im2col_nhwc", "im2col")  # ties
 ISAS = ("portable", "avx2", "avx512")  # the Isa enum's order (gemm/gemm.h)
 

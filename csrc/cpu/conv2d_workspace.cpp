@@ -59,9 +59,10 @@ ConvAlgo conv_algo_override() {
   if (std::strcmp(env, "implicit") == 0) return ConvAlgo::Implicit;
   if (std::strcmp(env, "pointwise") == 0) return ConvAlgo::Pointwise;
   if (std::strcmp(env, "matmul") == 0) return ConvAlgo::Matmul;
+  if (std::strcmp(env, "grouped") == 0) return ConvAlgo::Grouped;
   TORCH_CHECK(false,
               "cnnext.conv2d: CNNEXT_CONV_ALGO must be auto, im2col, direct, winograd, "
-              "implicit, pointwise or matmul, got '",
+              "implicit, pointwise, matmul or grouped, got '",
               env, "'");
 }
 

@@ -37,7 +37,7 @@ int64_t conv_workspace_budget_bytes();
 // in benchmark mode) or the name of a row of the algorithm table (conv_algorithms.h): "im2col",
 // "direct", "winograd", "implicit", "pointwise", "matmul". A named row runs every pass it applies to;
 // other passes take the cost rule's choice.
-enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit, Pointwise, Matmul };
+enum class ConvAlgo { Auto, Im2col, Direct, Winograd, Implicit, Pointwise, Matmul, Grouped };
 ConvAlgo conv_algo_override();
 
 }  // namespace cnnext::cpu

@@ -7,7 +7,7 @@ namespace cnnext::cpu {
 ConvAlgorithmTable conv_algorithms() {
   // Special-purpose rows first: equal estimates go to the earlier row.
   static const ConvAlgorithm* const rows[] = {
-      &kDepthwiseNhwcAlgorithm, &kDepthwiseAlgorithm,  &kMatmulAlgorithm,
+      &kDepthwiseNhwcAlgorithm, &kGroupedNhwcAlgorithm, &kDepthwiseAlgorithm,  &kMatmulAlgorithm,
       &kPointwiseNhwcAlgorithm, &kPointwiseAlgorithm,  &kWinogradAlgorithm,
       &kImplicitAlgorithm,      &kIm2colNhwcAlgorithm, &kIm2colAlgorithm};
   return {rows, static_cast<int>(sizeof(rows) / sizeof(rows[0]))};

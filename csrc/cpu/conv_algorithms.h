@@ -61,6 +61,7 @@ extern const ConvAlgorithm kIm2colAlgorithm;     // conv_algo_im2col.cpp
 extern const ConvAlgorithm kMatmulAlgorithm;     // conv_algo_matmul.cpp
 extern const ConvAlgorithm kPointwiseNhwcAlgorithm;  // conv_algo_pointwise_nhwc.cpp
 extern const ConvAlgorithm kIm2colNhwcAlgorithm;     // conv_algo_im2col_nhwc.cpp
+extern const ConvAlgorithm kGroupedNhwcAlgorithm;    // conv_algo_grouped_nhwc.cpp
 
 // The pixel tasks pointwise_nhwc's forward and grad_input run (each packs the weight once).
 int64_t pointwise_nhwc_task_count(const ConvProblem& pr);

@@ -194,6 +194,12 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       }
       break;
     }
+    case ConvAlgoId::GroupedNhwc:
+      // grouped_conv2d_nhwc.h: one permute (or broadcast) beside each vector multiply-add,
+      // and one input vector load per output pixel, tap and channel vector.
+      f.bytes += elem * N * P * g.in_channels * g.kernel_h * g.kernel_w;
+      f.tasks = N * g.out_h;
+      break;
     case ConvAlgoId::Count:
       break;
   }

@@ -22,6 +22,7 @@ enum class ConvAlgoId : int {
   PointwiseNhwc,
   Im2colNhwc,
   DepthwiseNhwc,
+  GroupedNhwc,
   Count
 };
 

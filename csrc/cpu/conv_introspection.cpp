@@ -68,7 +68,7 @@ std::vector<double> cost_features_of(c10::IntArrayRef in, c10::IntArrayRef w,
   const ConvPass ps = parse_pass(pass);
   static const char* const ids[] = {"direct",   "pointwise",      "winograd",   "implicit",
                                     "im2col",   "matmul",         "pointwise_nhwc",
-                                    "im2col_nhwc", "direct_nhwc"};
+                                    "im2col_nhwc", "direct_nhwc", "grouped_nhwc"};
   static_assert(sizeof(ids) / sizeof(ids[0]) == static_cast<size_t>(ConvAlgoId::Count));
   for (int i = 0; i < static_cast<int>(ConvAlgoId::Count); ++i) {
     if (algorithm != ids[i]) continue;

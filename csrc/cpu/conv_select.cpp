@@ -32,6 +32,8 @@ const ConvAlgorithm* forced_algorithm(const ConvProblem& pr) {
       return pr.channels_last ? &kPointwiseNhwcAlgorithm : &kPointwiseAlgorithm;
     case ConvAlgo::Matmul:
       return &kMatmulAlgorithm;
+    case ConvAlgo::Grouped:
+      return &kGroupedNhwcAlgorithm;
   }
   return nullptr;
 }

@@ -1,0 +1,124 @@
+"""The grouped_nhwc row (csrc/cpu/grouped_conv2d_nhwc*): forward of grouped convolutions with
+2-8 channels per group on channels_last tensors, against torch. Channels per group 2, 4 and 8
+(as many as each ISA's vectors hold whole: AVX2 up to 4, SSE2 2), channel counts that end mid-vector (the overlapping last
+vector), strides, padding past the kernel, dilation, asymmetric kernels, output rows shorter
+than a pixel tile, batch 0; every ISA; float64 and float32; the same bits for 1 and 2 threads;
+the rule's choice; backward through the other rows."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnext
+from conftest import assert_close
+
+CL = torch.channels_last
+
+# (batch, channels, H, W, channels per group, kernel, stride, padding, dilation)
+SHAPES = [
+    (2, 16, 7, 9, 8, 3, 1, 1, 1),            # two groups of 8: one vector on AVX-512
+    (1, 48, 12, 12, 8, 3, 2, 1, 1),          # RegNet's stride-2 layer: 6 groups
+    (2, 104, 9, 11, 8, 3, 1, 1, 1),          # 13 groups: the last vector overlaps
+    (1, 440, 5, 5, 8, 3, 2, 1, 1),           # 55 groups, 5x5 map
+    (2, 128, 6, 13, 4, 3, 1, 1, 1),          # ResNeXt's 4 channels a group
+    (1, 64, 8, 8, 2, 3, 1, 1, 1),            # 2 a group
+    (2, 64, 7, 7, 2, 3, 2, 1, 1),
+    (1, 24, 9, 9, 8, (1, 5), 1, (0, 2), 1),  # asymmetric kernel
+    (1, 32, 11, 10, 4, 3, 1, 2, 2),          # dilation 2
+    (1, 16, 4, 4, 4, 3, 1, 3, 1),            # padding past the kernel: all-padding windows
+    (1, 40, 3, 2, 8, 5, 3, 2, 1),            # output rows shorter than a pixel tile
+    (0, 16, 5, 5, 8, 3, 1, 1, 1),            # batch 0
+]
+
+
+def _ids(shape):
+    return "-".join(str(v) for v in shape)
+
+
+def _inputs(shape, dtype, bias, seed=0):
+    n, c, h, w, k, kernel, s, p, d = shape
+    kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, dtype=dtype, generator=gen).contiguous(memory_format=CL)
+    wt = torch.randn(c, k, *kernel, dtype=dtype, generator=gen)
+    b = torch.randn(c, dtype=dtype, generator=gen) if bias else None
+    return x, wt, b, (s, p, d, c // k)
+
+
+@pytest.fixture
+def grouped(monkeypatch):
+    for k in ("CNNEXT_CONV_ALGO", "CNNEXT_ISA"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("CNNEXT_CONV_ALGO", "grouped")
+    return monkeypatch
+
+
+def _pair(v):
+    return list(v) if isinstance(v, tuple) else [v, v]
+
+
+def _forward(x, w, b, cfg):
+    s, p, d, g = cfg
+    return torch.ops.cnnext.conv2d(x, w, b, _pair(s), _pair(p), _pair(d), g)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_forward_against_torch(grouped, shape, dtype, isa):
+    grouped.setenv("CNNEXT_ISA", isa)
+    if cnnext.backends.cpu.isa() != isa:
+        pytest.skip(f"this CPU has no {isa}")
+    lanes = {"avx512": 64, "avx2": 32, "portable": 16}[isa] // (8 if dtype == torch.float64 else 4)
+    for bias in (True, False):
+        x, w, b, cfg = _inputs(shape, dtype, bias)
+        choice = cnnext.backends.cpu.choice(x.shape, w.shape, *cfg, dtype=dtype,
+                                            channels_last=True)
+        # The row holds whole groups in a vector; other widths fall to im2col_nhwc.
+        assert choice == ("grouped_nhwc" if shape[4] < lanes else "im2col_nhwc")
+        out = _forward(x, w, b, cfg)
+        assert out.is_contiguous(memory_format=CL) or out.numel() == 0
+        assert_close(out, F.conv2d(x, w, b, *cfg), dtype)
+
+
+def test_same_bits_for_one_and_two_threads(grouped):
+    x, w, b, cfg = _inputs((2, 104, 9, 11, 8, 3, 1, 1, 1), torch.float32, True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = _forward(x, w, b, cfg)
+        torch.set_num_threads(1)
+        one = _forward(x, w, b, cfg)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_applies_only_where_it_should():
+    algos = cnnext.backends.cpu.algorithms
+    # channels_last forward with 2-16 channels a group, in == out
+    assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8, channels_last=True)
+    for size, weight, groups in (((1, 64, 8, 8), (64, 1, 3, 3), 64),    # depthwise
+                                 ((1, 64, 8, 8), (128, 8, 3, 3), 8),    # out != in a group
+                                 ((1, 96, 8, 8), (96, 32, 3, 3), 3),    # 32 a group
+                                 ((1, 64, 8, 8), (64, 16, 3, 3), 4),    # 16 a group
+                                 ((1, 12, 8, 8), (12, 6, 3, 3), 2),     # 6 a group
+                                 ((1, 8, 8, 8), (8, 4, 3, 3), 2)):      # under 16 channels
+        assert "grouped_nhwc" not in algos(size, weight, 1, 1, 1, groups, channels_last=True)
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8)  # NCHW
+    for pass_ in ("grad_input", "grad_weight"):
+        assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8,
+                                           pass_=pass_, channels_last=True)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[7]], ids=_ids)
+def test_training_through_the_functional_api(shape):
+    # Whatever the rule picks for each pass, forward and gradients match torch.
+    x, w, b, cfg = _inputs(shape, torch.float64, True)
+    grads = []
+    for fn in (cnnext.functional.conv2d, F.conv2d):
+        xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+        y = fn(xs, ws, bs, *cfg)
+        y.backward(torch.ones_like(y))
+        grads.append((y.detach(), xs.grad, ws.grad, bs.grad))
+    for a, e in zip(*grads):
+        assert_close(a, e, torch.float64)
