@@ -80,6 +80,29 @@ def test_forward_against_torch(grouped, shape, dtype, isa):
         assert_close(out, F.conv2d(x, w, b, *cfg), dtype)
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[6] == 1], ids=_ids)
+def test_grad_input_of_stride_one_layers(grouped, shape, dtype, isa):
+    grouped.setenv("CNNEXT_ISA", isa)
+    if cnnext.backends.cpu.isa() != isa:
+        pytest.skip(f"this CPU has no {isa}")
+    x, w, b, cfg = _inputs(shape, dtype, False)
+    s, p, d, g = cfg
+    lanes = {"avx512": 64, "avx2": 32}[isa] // (8 if dtype == torch.float64 else 4)
+    served = shape[4] < lanes and all(
+        (k - 1) * dd >= pp for k, dd, pp in zip(w.shape[2:], _pair(d), _pair(p)))
+    assert (cnnext.backends.cpu.choice(x.shape, w.shape, *cfg, dtype=dtype, pass_="grad_input",
+                                       channels_last=True) == "grouped_nhwc") == served
+    go = torch.randn(F.conv2d(x, w, None, *cfg).shape, dtype=dtype).contiguous(memory_format=CL)
+    gi, _, _ = torch.ops.cnnext.conv2d_backward(go, x, w, _pair(s), _pair(p), _pair(d), g,
+                                                [True, False, False])
+    xs = x.detach().clone().requires_grad_()
+    F.conv2d(xs, w, None, *cfg).backward(go)
+    assert gi.is_contiguous(memory_format=CL) or gi.numel() == 0
+    assert_close(gi, xs.grad, dtype)
+
+
 def test_same_bits_for_one_and_two_threads(grouped):
     x, w, b, cfg = _inputs((2, 104, 9, 11, 8, 3, 1, 1, 1), torch.float32, True)
     before = torch.get_num_threads()
@@ -105,9 +128,15 @@ def test_applies_only_where_it_should():
                                  ((1, 8, 8, 8), (8, 4, 3, 3), 2)):      # under 16 channels
         assert "grouped_nhwc" not in algos(size, weight, 1, 1, 1, groups, channels_last=True)
     assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8)  # NCHW
-    for pass_ in ("grad_input", "grad_weight"):
-        assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8,
-                                           pass_=pass_, channels_last=True)
+    # grad_input of stride-1 layers (the transposed problem's forward), never grad_weight
+    assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8,
+                                   pass_="grad_input", channels_last=True)
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 2, 1, 1, 8,
+                                       pass_="grad_input", channels_last=True)
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 3, 1, 8,  # p > k - 1
+                                       pass_="grad_input", channels_last=True)
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8,
+                                       pass_="grad_weight", channels_last=True)
 
 
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[7]], ids=_ids)

@@ -194,12 +194,17 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       }
       break;
     }
-    case ConvAlgoId::GroupedNhwc:
-      // grouped_conv2d_nhwc.h: one permute (or broadcast) beside each vector multiply-add,
-      // and one input vector load per output pixel, tap and channel vector.
-      f.bytes += elem * N * P * g.in_channels * g.kernel_h * g.kernel_w;
-      f.tasks = N * g.out_h;
+    case ConvAlgoId::GroupedNhwc: {
+      // grouped_conv2d_nhwc.h: one permute beside each vector multiply-add, and one input
+      // vector load per output pixel, tap and channel vector. grad_input is the forward of the
+      // transposed problem, over the input's pixels.
+      const bool gi = pass == ConvPass::GradInput;
+      const double pixels = N * (gi ? g.in_plane() : P);
+      f.macs = pixels * g.out_channels * Kr;
+      f.bytes += elem * pixels * g.in_channels * g.kernel_h * g.kernel_w;
+      f.tasks = N * (gi ? g.in_h : g.out_h);
       break;
+    }
     case ConvAlgoId::Count:
       break;
   }
