@@ -31,6 +31,7 @@ SHAPES = [
     (2, 24, 23, 29, 20, 1, 1),        # 1334 pixels: 256-pixel tasks, evened to 6 of 223
     (2, 40, 15, 17, 300, 1, 1),       # 300 output channels > a task's pixels: one GEMM
     (3, 272, 9, 9, 16, 1, 2),         # 136 input channels a group, 243 pixels: one GEMM
+    (2, 80, 5, 6, 160, 1, 1),         # expanding, 80 input channels: summed untransposed
     (0, 4, 5, 5, 6, 1, 1),            # batch 0
     (0, 4, 5, 5, 6, 2, 2),
 ]

@@ -206,7 +206,14 @@ void grad_input(const Layout& l, int64_t threads, int64_t batch, const T* gout, 
 // The GEMM reads its op(B) in place when op(A) has few rows, packing only op(A): so the
 // narrower of a group's channel counts takes the rows. With fewer input than output channels
 // (expanding layers) the sums are formed transposed, [cg x og] per group, and turned at the end.
-bool grad_weight_transposed(const Layout& l) { return l.cg < l.og; }
+// The turn costs a move per weight element, paid back only over many pixels, and the
+// transposed product is no faster once cg passes a few micro-tiles. Measured (AVX-512, 2
+// threads, untransposed against transposed): 512 -> 2048 on 1x7x7 0.27 vs 0.82 ms, on 4x7x7
+// 0.97 vs 1.6, 256 -> 1024 on 8x14x14 1.8 vs 2.0; but 80 -> 480 and 112 -> 672 on 8x14x14
+// 0.36 vs 0.31 and 0.63 vs 0.55 (96 -> 576 and 128 -> 512 even).
+bool grad_weight_transposed(const Layout& l) {
+  return l.cg < l.og && (l.cg <= 64 || (l.cg <= 128 && l.pixels >= 1024));
+}
 
 // Adds the grad_weight of output pixels [p0, p1) into acc: per group [og x cg], or [cg x og]
 // when grad_weight_transposed.
