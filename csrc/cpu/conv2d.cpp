@@ -57,11 +57,6 @@ bool nhwc_results(const at::Tensor& input) {
   return input.suggest_memory_format() == kChannelsLast;
 }
 
-// t copied into at::empty's channels_last strides (those the fake kernels give), even where
-// t's own strides would already pass as channels_last (1x1 maps).
-at::Tensor as_channels_last(const at::Tensor& t) { return copy_in(t, kChannelsLast);
-}
-
 // The weight as OIHW-contiguous values, which every CPU kernel reads. A channels_last weight
 // (a model converted with .to(memory_format=torch.channels_last)) would be copied on every
 // call, into fresh pages: a late ResNet layer's 9.4 MB at batch 1 cost about as much as its
@@ -168,7 +163,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
              t);
   }
   if (relu) relu_in_place(t.output);
-  return cl_results && !in_nhwc ? as_channels_last(t.output) : t.output;
+  return cl_results && !in_nhwc ? copy_in(t.output, kChannelsLast) : t.output;
 }
 
 // grad_bias[oc] = sum over images (in order) of each image's plane sum.
@@ -329,7 +324,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
       run_pass(gi_nhwc ? nhwc : nchw, ConvPass::GradInput, t);
     }
   }
-  if (output_mask[0] && cl_results && !gi_nhwc) grad_input = as_channels_last(grad_input);
+  if (output_mask[0] && cl_results && !gi_nhwc) grad_input = copy_in(grad_input, kChannelsLast);
   if (want_gw) {
     if (empty_sum || g.batch == 0) {
       grad_weight.zero_();

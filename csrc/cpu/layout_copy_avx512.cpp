@@ -15,13 +15,9 @@ namespace {
 
 void transpose_tile_f32_avx512(const float* src, int64_t ld_src, int64_t nr, int64_t nc,
                                float* dst, int64_t ld_dst) {
-  const __mmask16 cols = static_cast<__mmask16>((1u << nc) - 1);
   const __mmask16 rows = static_cast<__mmask16>((1u << nr) - 1);
   __m512 r[16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i)
-    r[i] = i < nr ? _mm512_maskz_loadu_ps(cols, src + i * ld_src) : _mm512_setzero_ps();
-  transpose16(r);
+  load_transposed(src, ld_src, nr, nc, r);
 #pragma GCC unroll 16
   for (int j = 0; j < 16; ++j)
     if (j < nc) _mm512_mask_storeu_ps(dst + j * ld_dst, rows, r[j]);

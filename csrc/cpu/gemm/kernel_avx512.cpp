@@ -60,16 +60,6 @@ constexpr int kNV = CNNEXT_AVX512_NV;
 
 #include "transpose16_avx512.h"
 
-// r[j] = column j (j < kk) of the rows x kk block at src (row stride ld); rows past `rows`
-// read as zeros.
-inline void load_transposed(const float* src, int64_t ld, int64_t rows, int64_t kk, __m512 r[16]) {
-  const __mmask16 cols = static_cast<__mmask16>((1u << kk) - 1);
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i)
-    r[i] = i < rows ? _mm512_maskz_loadu_ps(cols, src + i * ld) : _mm512_setzero_ps();
-  transpose16(r);
-}
-
 // pack_a for op(A) = A in 16 x 16 register transposes instead of one scalar move per element
 // (the scalar pack took 13% of a 512^2 product).
 void pack_a_rows_f32(const float* A, int64_t lda, int64_t mc, int64_t kc, float* dst) {

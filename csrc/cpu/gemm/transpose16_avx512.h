@@ -1,5 +1,5 @@
 #pragma once
-// A 16 x 16 float transpose in zmm registers (unpack, 64-bit unpack, two 128-bit lane
+// 16 x 16 float transposes in zmm registers (unpack, 64-bit unpack, two 128-bit lane
 // shuffles). Include only inside an AVX-512 target region and an anonymous namespace, like
 // microkernel_simd.h: nothing compiled for AVX-512 may be shared with the generic build.
 
@@ -35,4 +35,14 @@ inline void transpose16(__m512 r[16]) {
   }
 #pragma GCC unroll 16
   for (int j = 0; j < 16; ++j) r[j] = out[j];
+}
+
+// r[j] = column j (j < kk) of the rows x kk block at src (row stride ld); rows past `rows`
+// read as zeros.
+inline void load_transposed(const float* src, int64_t ld, int64_t rows, int64_t kk, __m512 r[16]) {
+  const __mmask16 cols = static_cast<__mmask16>((1u << kk) - 1);
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i)
+    r[i] = i < rows ? _mm512_maskz_loadu_ps(cols, src + i * ld) : _mm512_setzero_ps();
+  transpose16(r);
 }
