@@ -118,8 +118,13 @@ def test_same_bits_for_one_and_two_threads(grouped):
 
 def test_applies_only_where_it_should():
     algos = cnnext.backends.cpu.algorithms
-    # channels_last forward with 2-16 channels a group, in == out
-    assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8, channels_last=True)
+    # channels_last forward with fewer channels a group than the active ISA's float32 lanes
+    # (AVX-512 16, AVX2 8, portable 4), in == out
+    lanes = {"avx512": 16, "avx2": 8, "portable": 4}[cnnext.backends.cpu.isa()]
+    for k in (2, 4, 8):
+        applies = "grouped_nhwc" in algos((1, 64, 8, 8), (64, k, 3, 3), 1, 1, 1, 64 // k,
+                                          channels_last=True)
+        assert applies == (k < lanes), k
     for size, weight, groups in (((1, 64, 8, 8), (64, 1, 3, 3), 64),    # depthwise
                                  ((1, 64, 8, 8), (128, 8, 3, 3), 8),    # out != in a group
                                  ((1, 96, 8, 8), (96, 32, 3, 3), 3),    # 32 a group
@@ -127,15 +132,15 @@ def test_applies_only_where_it_should():
                                  ((1, 12, 8, 8), (12, 6, 3, 3), 2),     # 6 a group
                                  ((1, 8, 8, 8), (8, 4, 3, 3), 2)):      # under 16 channels
         assert "grouped_nhwc" not in algos(size, weight, 1, 1, 1, groups, channels_last=True)
-    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8)  # NCHW
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 1, 1, 32)  # NCHW
     # grad_input of stride-1 layers (the transposed problem's forward), never grad_weight
-    assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8,
+    assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 1, 1, 32,
                                    pass_="grad_input", channels_last=True)
-    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 2, 1, 1, 8,
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 2, 1, 1, 32,
                                        pass_="grad_input", channels_last=True)
-    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 3, 1, 8,  # p > k - 1
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 3, 1, 32,  # p > k - 1
                                        pass_="grad_input", channels_last=True)
-    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8,
+    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 1, 1, 32,
                                        pass_="grad_weight", channels_last=True)
 
 

@@ -152,3 +152,35 @@ def test_channels_last_weight_copy_is_kept_and_follows_changes(dtype):
         check()
         w.data.add_(1.0)
         check()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
+                         ids=["oihw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_float_weight_conversion_is_kept(dtype, layout):
+    """float16 (and bfloat16 where no AVX512-BF16 kernel serves) runs the float32 kernels on a
+    float32 copy of the weight: without gradients the copy is made once and reused while the
+    weight's bytes stay the same, and every kind of change is seen."""
+    x = torch.randn(2, 24, 9, 9, dtype=dtype).contiguous(memory_format=layout)
+    w = torch.randn(16, 24, 3, 3, dtype=dtype).contiguous(memory_format=layout)
+    b = torch.randn(16, dtype=dtype)
+
+    def check():
+        with torch.enable_grad():  # grad mode on in the kernel: no cache, a conversion per call
+            reference = F.conv2d(x, w.detach(), b, padding=1)
+        out = F.conv2d(x, w, b, padding=1)
+        assert torch.equal(out, reference)
+        expected = torch.nn.functional.conv2d(x.float(), w.float(), b.float(), padding=1)
+        torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=5e-2)
+
+    with torch.no_grad():
+        check()
+        hits = cpu.weight_cache_stats()["hits"]
+        check()
+        assert cpu.weight_cache_stats()["hits"] > hits
+        w.mul_(-2.0)
+        check()
+        w.data = torch.randn(16, 24, 3, 3, dtype=dtype).contiguous(memory_format=layout)
+        check()
+        w.data.add_(1.0)
+        check()

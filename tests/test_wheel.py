@@ -60,7 +60,9 @@ def test_wheel_installs_into_fresh_venv(tmp_path):
     pinned = "torch==" + torch.__version__.split("+")[0]
     subprocess.run([python, "-m", "pip", "install", "-q", pinned, wheel], check=True,
                    timeout=1200)
+    # The venv's own site-packages only: a PYTHONPATH naming the source tree would shadow it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([python, "-c", CHECK], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("wheel ok " + torch.__version__)

@@ -76,6 +76,27 @@ at::Tensor oihw_weight(const at::Tensor& weight) {
   return cached.view(weight.scalar_type()).view(weight.sizes());
 }
 
+// A bfloat16 / float16 weight as float32 OIHW values for the float32 kernels. Under the
+// weight cache's conditions (grad mode off) the converted copy is kept like any packing, keyed
+// on the caller's weight and its bytes, so inference converts each weight once: per call, the
+// conversion of a late ResNet layer's weight cost about as much as its batch-1 convolution.
+at::Tensor float_oihw_weight(const at::Tensor& weight) {
+  const auto convert = [&](void* dst) {
+    at::from_blob(dst, weight.sizes(), weight.options().dtype(at::kFloat)).copy_(weight);
+  };
+  if (weight.is_contiguous() || weight.is_contiguous(kChannelsLast)) {
+    const WeightCacheScope scope(weight, weight);  // its bytes as stored detect changes
+    std::vector<int64_t> key{kFloatOihwCopy, int64_t(weight.scalar_type())};
+    for (int64_t s : weight.sizes()) key.push_back(s);
+    const at::Tensor cached = cached_packed_weight(
+        weight_pack_kind_of(key), static_cast<size_t>(weight.numel()) * sizeof(float), convert);
+    if (cached.defined()) return cached.view(at::kFloat).view(weight.sizes());
+  }
+  at::Tensor converted = at::empty(weight.sizes(), weight.options().dtype(at::kFloat));
+  converted.copy_(weight);
+  return converted;
+}
+
 void run_pass(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {
   const ConvAlgorithm* algo = choose_conv_algorithm(pr, pass, t);
   TORCH_CHECK(algo != nullptr, "cnnext.conv2d: no CPU algorithm applies to this problem");
@@ -123,24 +144,12 @@ at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   return cl_results ? output : contiguous_in(output, at::MemoryFormat::Contiguous);
 }
 
-at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
-                      const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
-                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                      bool relu) {
-  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
-  const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
-  check_cpu_dtype(input_);
+// The float32 / float64 forward. `identity` is the caller's weight, which keys the weight
+// cache's packings: weight_ itself, or the float32 copy of a bfloat16 / float16 one.
+at::Tensor conv2d_float_cpu(const at::Tensor& input_, const at::Tensor& weight_,
+                            const c10::optional<at::Tensor>& bias_, const Conv2dGeometry& g,
+                            const Conv2dParams& p, bool relu, const at::Tensor& identity) {
   const bool cl_results = nhwc_results(input_);
-  if (is_reduced_float(input_.scalar_type())) {
-    if (input_.scalar_type() == at::kBFloat16 &&
-        (depthwise_nhwc_applies(g) || bf16_nhwc_forward_applies(g)))
-      return conv2d_bf16_cpu(input_, weight_, bias_, g, p, cl_results, relu);
-    const c10::optional<at::Tensor> bias_f =
-        bias_.has_value() ? c10::optional<at::Tensor>(as_float(*bias_)) : c10::nullopt;
-    return conv2d_cpu(as_float(input_), as_float(weight_), bias_f, stride, padding, dilation,
-                      groups, relu)
-        .to(input_.scalar_type());
-  }
   const ConvProblem nhwc = make_problem(g, p, input_.scalar_type(), true);
   const double elem = static_cast<double>(input_.element_size());
   const bool in_nhwc =
@@ -158,12 +167,31 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     t.output.zero_();
     if (has_bias) t.output.add_(t.bias.view({-1, 1, 1}));
   } else if (t.output.numel() > 0) {
-    const WeightCacheScope weight_cache_scope(weight_, t.weight);  // reuse of packed weights
+    const WeightCacheScope weight_cache_scope(identity, t.weight);  // reuse of packed weights
     run_pass(in_nhwc ? nhwc : make_problem(g, p, input_.scalar_type(), false), ConvPass::Forward,
              t);
   }
   if (relu) relu_in_place(t.output);
   return cl_results && !in_nhwc ? copy_in(t.output, kChannelsLast) : t.output;
+}
+
+at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
+                      const c10::optional<at::Tensor>& bias_, c10::IntArrayRef stride,
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                      bool relu) {
+  const Conv2dParams p = make_conv2d_params(stride, padding, dilation, groups);
+  const Conv2dGeometry g = check_conv2d(input_, weight_, bias_, p);
+  check_cpu_dtype(input_);
+  if (!is_reduced_float(input_.scalar_type()))
+    return conv2d_float_cpu(input_, weight_, bias_, g, p, relu, weight_);
+  if (input_.scalar_type() == at::kBFloat16 &&
+      (depthwise_nhwc_applies(g) || bf16_nhwc_forward_applies(g)))
+    return conv2d_bf16_cpu(input_, weight_, bias_, g, p, nhwc_results(input_), relu);
+  const c10::optional<at::Tensor> bias_f =
+      bias_.has_value() ? c10::optional<at::Tensor>(as_float(*bias_)) : c10::nullopt;
+  return conv2d_float_cpu(as_float(input_), float_oihw_weight(weight_), bias_f, g, p, relu,
+                          weight_)
+      .to(input_.scalar_type());
 }
 
 // grad_bias[oc] = sum over images (in order) of each image's plane sum.

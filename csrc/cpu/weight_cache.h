@@ -49,9 +49,10 @@ at::Tensor cached_packed_weight(uint64_t kind, size_t bytes,
 
 // The packings that use the cache (the first part of a kind key).
 // (The implicit GEMM's slivers are a plain copy, no dearer than the comparison: not cached.)
-// kOihwCopy: a channels_last weight copied to OIHW (conv2d.cpp), before any packing.
+// kOihwCopy: a channels_last weight copied to OIHW (conv2d.cpp), before any packing;
+// kFloatOihwCopy: a bfloat16 / float16 weight converted to float32 OIHW (conv2d.cpp).
 enum WeightPacking : int64_t {
-  kWinogradTaps = 2, kIm2colNhwcRuns = 3, kBf16DotPanels = 4, kOihwCopy = 5
+  kWinogradTaps = 2, kIm2colNhwcRuns = 3, kBf16DotPanels = 4, kOihwCopy = 5, kFloatOihwCopy = 6
 };
 
 // A kind key from its parts (FNV-1a).
