@@ -383,6 +383,11 @@ def refresh_features(rows, isa):
     previous = os.environ.get("CNNEXT_ISA")
     os.environ["CNNEXT_ISA"] = isa
     try:
+        if cnnext.backends.cpu.isa() != isa:
+            # This CPU lacks the ISA: the extension would narrow it and compute another ISA's
+            # features. Keep those stored with the times (from the last fit on such a CPU).
+            print(f"   this CPU cannot run {isa}: its stored features are kept")
+            return
         for r in rows:
             r["features"] = list(torch.ops.cnnext._conv2d_cost_features(
                 r["input"], r["weight"], r["stride"], r["padding"], r["dilation"], r["groups"],
