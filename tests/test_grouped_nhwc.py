@@ -156,3 +156,111 @@ def test_training_through_the_functional_api(shape):
         grads.append((y.detach(), xs.grad, ws.grad, bs.grad))
     for a, e in zip(*grads):
         assert_close(a, e, torch.float64)
+
+
+# bfloat16 runs the same loops on bfloat16 storage: inputs widened to float32 lanes, weights
+# exact in float32, every output rounded once. So its bits are the float32 row's on the widened
+# tensors, rounded to nearest even: a test of the value and of the path taken (the float32
+# copies of the other rows sum in other orders).
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
+    grouped.setenv("CNNEXT_ISA", isa)
+    if cnnext.backends.cpu.isa() != isa:
+        pytest.skip(f"this CPU has no {isa}")
+    lanes = {"avx512": 16, "avx2": 8, "portable": 4}[isa]
+    for bias in (True, False):
+        x, w, b, cfg = _inputs(shape, torch.bfloat16, bias)
+        out = cnnext.functional.conv2d(x, w, b, *cfg)
+        assert out.dtype == torch.bfloat16
+        assert out.is_contiguous(memory_format=CL) or out.numel() == 0
+        ref32 = _forward(x.float(), w.float(), None if b is None else b.float(), cfg)
+        if shape[4] < lanes:
+            assert torch.equal(out, ref32.bfloat16())
+        # Against exact float64 sums on the same bfloat16 values: half a bfloat16 ulp plus the
+        # float32 accumulation error (test_conv_lowp.py states the bound).
+        exact = F.conv2d(x.double(), w.double(), None if b is None else b.double(), *cfg)
+        magnitude = F.conv2d(x.double().abs(), w.double().abs(),
+                             None if b is None else b.double().abs(), *cfg)
+        k = w.shape[1] * w.shape[2] * w.shape[3]
+        bound = 2.0**-8 * exact.abs() + (k + 2) * 2.0**-24 * magnitude
+        assert bool(((out.double() - exact).abs() <= bound).all())
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[6] == 1], ids=_ids)
+def test_bfloat16_grad_input_of_stride_one_layers(grouped, shape, isa):
+    grouped.setenv("CNNEXT_ISA", isa)
+    if cnnext.backends.cpu.isa() != isa:
+        pytest.skip(f"this CPU has no {isa}")
+    x, w, _, cfg = _inputs(shape, torch.bfloat16, False)
+    s, p, d, g = cfg
+    lanes = {"avx512": 16, "avx2": 8}[isa]
+    served = shape[4] < lanes and all(
+        (k - 1) * dd >= pp for k, dd, pp in zip(w.shape[2:], _pair(d), _pair(p)))
+    go = torch.randn(F.conv2d(x.float(), w.float(), None, *cfg).shape).bfloat16()
+    go = go.contiguous(memory_format=CL)
+    gi, _, _ = torch.ops.cnnext.conv2d_backward(go, x, w, _pair(s), _pair(p), _pair(d), g,
+                                                [True, False, False])
+    assert gi.dtype == torch.bfloat16
+    assert gi.is_contiguous(memory_format=CL) or gi.numel() == 0
+    gi32, _, _ = torch.ops.cnnext.conv2d_backward(go.float(), x.float(), w.float(), _pair(s),
+                                                  _pair(p), _pair(d), g, [True, False, False])
+    if served:
+        assert torch.equal(gi, gi32.bfloat16())
+    xs = x.double().detach().requires_grad_()
+    F.conv2d(xs, w.double(), None, *cfg).backward(go.double())
+    err = (gi.double() - xs.grad).abs()
+    scale = xs.grad.abs().max() if xs.grad.numel() else 0.0
+    assert bool((err <= 2.0**-8 * xs.grad.abs() + 1e-4 * scale).all())
+
+
+def test_bfloat16_same_bits_for_one_and_two_threads():
+    x, w, b, cfg = _inputs((2, 104, 9, 11, 8, 3, 1, 1, 1), torch.bfloat16, True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = cnnext.functional.conv2d(x, w, b, *cfg)
+        torch.set_num_threads(1)
+        one = cnnext.functional.conv2d(x, w, b, *cfg)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_bfloat16_grad_weight(shape, isa, monkeypatch):
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    if cnnext.backends.cpu.isa() != isa:
+        pytest.skip(f"this CPU has no {isa}")
+    x, w, _, cfg = _inputs(shape, torch.bfloat16, False)
+    s, p, d, g = cfg
+    go = torch.randn(F.conv2d(x.float(), w.float(), None, *cfg).shape).bfloat16()
+    go = go.contiguous(memory_format=CL)
+    _, gw, _ = torch.ops.cnnext.conv2d_backward(go, x, w, _pair(s), _pair(p), _pair(d), g,
+                                                [False, True, False])
+    assert gw.dtype == torch.bfloat16 and gw.shape == w.shape
+    ws = w.double().detach().requires_grad_()
+    F.conv2d(x.double(), ws, None, *cfg).backward(go.double())
+    # float32 sums of exact products over every output pixel (at most a few hundred here),
+    # rounded once
+    err = (gw.double() - ws.grad).abs()
+    assert bool((err <= 2.0**-8 * ws.grad.abs() + 1e-5 * ws.grad.abs().max()).all())
+
+
+def test_bfloat16_grad_weight_same_bits_for_every_thread_count():
+    x, w, _, cfg = _inputs((3, 104, 9, 11, 8, 3, 2, 1, 1), torch.bfloat16, False)
+    s, p, d, g = cfg
+    go = torch.randn(F.conv2d(x.float(), w.float(), None, *cfg).shape).bfloat16()
+    go = go.contiguous(memory_format=CL)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(torch.ops.cnnext.conv2d_backward(
+                go, x, w, _pair(s), _pair(p), _pair(d), g, [False, True, False])[1])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(results[0], r) for r in results[1:])

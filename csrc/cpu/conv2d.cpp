@@ -21,6 +21,7 @@
 #include "conv_algorithms.h"
 #include "conv2d_bf16_nhwc.h"
 #include "depthwise_conv2d_nhwc.h"
+#include "grouped_conv2d_nhwc.h"
 #include "conv_select.h"
 #include "layout_copy.h"
 #include "weight_cache.h"
@@ -115,8 +116,9 @@ void relu_in_place(at::Tensor& output) {
   });
 }
 
-// bfloat16 with AVX512-BF16 (conv2d_bf16_nhwc.h), and depthwise bfloat16 on any CPU (float32
-// lanes on bfloat16 storage, depthwise_conv2d_nhwc.h): computed in NHWC; an NCHW input is
+// bfloat16 with AVX512-BF16 (conv2d_bf16_nhwc.h), and depthwise and few-channel grouped
+// bfloat16 on any CPU (float32 lanes on bfloat16 storage, depthwise_conv2d_nhwc.h,
+// grouped_conv2d_nhwc.h): computed in NHWC; an NCHW input is
 // copied to NHWC once and its output copied back (torch returns NCHW for it).
 at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
                            const c10::optional<at::Tensor>& bias_, const Conv2dGeometry& g,
@@ -131,10 +133,13 @@ at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     output.zero_();
     if (has_bias) output.add_(bias.view({-1, 1, 1}));
   } else if (output.numel() > 0) {
+    const at::BFloat16* b = has_bias ? bias.data_ptr<at::BFloat16>() : nullptr;
     if (depthwise_nhwc_applies(g)) {
       depthwise_nhwc_forward_bf16(input.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(),
-                                  has_bias ? bias.data_ptr<at::BFloat16>() : nullptr,
-                                  output.data_ptr<at::BFloat16>(), g, p);
+                                  b, output.data_ptr<at::BFloat16>(), g, p);
+    } else if (grouped_nhwc_applies(g, false)) {
+      grouped_nhwc_forward_bf16(input.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(),
+                                b, output.data_ptr<at::BFloat16>(), g, p);
     } else {
       const WeightCacheScope weight_cache_scope(weight_, weight);
       bf16_nhwc_forward(input, weight, bias, output, g, p);
@@ -185,7 +190,8 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
   if (!is_reduced_float(input_.scalar_type()))
     return conv2d_float_cpu(input_, weight_, bias_, g, p, relu, weight_);
   if (input_.scalar_type() == at::kBFloat16 &&
-      (depthwise_nhwc_applies(g) || bf16_nhwc_forward_applies(g)))
+      (depthwise_nhwc_applies(g) || grouped_nhwc_applies(g, false) ||
+       bf16_nhwc_forward_applies(g)))
     return conv2d_bf16_cpu(input_, weight_, bias_, g, p, nhwc_results(input_), relu);
   const c10::optional<at::Tensor> bias_f =
       bias_.has_value() ? c10::optional<at::Tensor>(as_float(*bias_)) : c10::nullopt;
@@ -280,17 +286,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     };
     at::Tensor native_gi;
     if (dtype == at::kBFloat16 && output_mask[0] && input_.numel() > 0 &&
-        g.col_rows() > 0 && g.output_numel() > 0 && bf16_nhwc_grad_input_applies(g)) {
-      native_gi = at::empty(input_.sizes(), input_.options().memory_format(kChannelsLast));
-      bf16_nhwc_grad_input(grad_output_nhwc(), weight_.contiguous(), native_gi, g, p);
-      if (!nhwc_results(input_)) native_gi = contiguous_in(native_gi, at::MemoryFormat::Contiguous);
+        g.col_rows() > 0 && g.output_numel() > 0) {
+      const bool grouped = grouped_nhwc_applies(g, false) && grouped_nhwc_grad_input_applies(g, p);
+      if (grouped || bf16_nhwc_grad_input_applies(g)) {
+        native_gi = at::empty(input_.sizes(), input_.options().memory_format(kChannelsLast));
+        const at::Tensor weight = weight_.contiguous();
+        if (grouped)
+          grouped_nhwc_grad_input_bf16(grad_output_nhwc().data_ptr<at::BFloat16>(),
+                                       weight.data_ptr<at::BFloat16>(),
+                                       native_gi.data_ptr<at::BFloat16>(), g, p);
+        else
+          bf16_nhwc_grad_input(grad_output_nhwc(), weight, native_gi, g, p);
+        if (!nhwc_results(input_))
+          native_gi = contiguous_in(native_gi, at::MemoryFormat::Contiguous);
+      }
     }
     at::Tensor native_gw;
     if (dtype == at::kBFloat16 && output_mask[1] && g.batch > 0 && g.output_numel() > 0 &&
-        g.col_rows() > 0 && bf16_nhwc_grad_weight_applies(g)) {
-      native_gw = at::empty(weight_.sizes(), weight_.options());
-      bf16_nhwc_grad_weight(grad_output_nhwc(), contiguous_in(input_, kChannelsLast), native_gw, g,
-                            p);
+        g.col_rows() > 0) {
+      if (grouped_nhwc_applies(g, false)) {
+        native_gw = at::empty(weight_.sizes(), weight_.options());
+        grouped_nhwc_grad_weight_bf16(grad_output_nhwc().data_ptr<at::BFloat16>(),
+                                      contiguous_in(input_, kChannelsLast).data_ptr<at::BFloat16>(),
+                                      native_gw.data_ptr<at::BFloat16>(), g, p);
+      } else if (bf16_nhwc_grad_weight_applies(g)) {
+        native_gw = at::empty(weight_.sizes(), weight_.options());
+        bf16_nhwc_grad_weight(grad_output_nhwc(), contiguous_in(input_, kChannelsLast), native_gw,
+                              g, p);
+      }
     }
     std::array<bool, 3> rest = output_mask;
     if (native_gi.defined()) rest[0] = false;

@@ -17,14 +17,23 @@ struct GroupedShape {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-template <typename T>
+// T: the arithmetic type; St: how input and output are stored (T, or bfloat16 bits).
+template <typename T, typename St = T>
 struct GroupedJob {
   GroupedShape S;
-  const T* in;
+  const St* in;
   const T* wt;    // [kh*kw][K][C]: per tap and reduction step, a vector over output channels
   const T* bias;  // [C], zeros where there is none
-  T* out;
-  const T* zeros;  // [C]: what a tap outside the image reads
+  St* out;
+  const St* zeros;  // [C]: what a tap outside the image reads
+};
+
+template <typename T, typename St = T>
+struct GroupedGradJob {
+  GroupedShape S;
+  const St* grad_output;
+  const St* in;
+  const St* zeros;  // [C]: what a tap outside the image reads
 };
 
 }  // namespace
@@ -66,31 +75,167 @@ bool grouped_nhwc_applies(const Conv2dGeometry& g, bool float64) {
          k < lanes && g.in_channels >= 16;
 }
 
+namespace {
+
+// Lanes of a T vector on the ISA that will run.
 template <typename T>
-void grouped_nhwc_forward(const T* in, const T* w, const T* bias, T* out,
-                          const Conv2dGeometry& g, const Conv2dParams& p) {
-  GroupedShape S{g.batch,       g.in_channels, g.in_h,        g.in_w,        g.out_h,
-                 g.out_w,       g.in_channels_per_group(),    g.kernel_h,    g.kernel_w,
-                 p.stride[0],   p.stride[1],   p.padding[0],  p.padding[1],  p.dilation[0],
-                 p.dilation[1]};
+int64_t vector_lanes() {
+  const Isa isa = active_isa();
+  const int64_t bytes = isa == Isa::Avx512 ? 64 : isa == Isa::Avx2 ? 32 : 16;
+  return bytes / static_cast<int64_t>(sizeof(T));
+}
+
+// OIHW [C][K][kh][kw] -> GroupedJob::wt ([tap][ci][C]) in the arithmetic type.
+template <typename T, typename W>
+std::vector<T> tap_major_weight(const W* w, const GroupedShape& S) {
   const int64_t taps = S.kh * S.kw;
-  // OIHW [C][K][kh][kw] -> [tap][ci][C].
   std::vector<T> wt(static_cast<size_t>(taps * S.K * S.C));
   for (int64_t oc = 0; oc < S.C; ++oc)
     for (int64_t ci = 0; ci < S.K; ++ci)
       for (int64_t t = 0; t < taps; ++t)
-        wt[static_cast<size_t>((t * S.K + ci) * S.C + oc)] = w[(oc * S.K + ci) * taps + t];
+        wt[static_cast<size_t>((t * S.K + ci) * S.C + oc)] =
+            static_cast<T>(w[(oc * S.K + ci) * taps + t]);
+  return wt;
+}
+
+GroupedShape make_shape(const Conv2dGeometry& g, const Conv2dParams& p) {
+  return GroupedShape{g.batch,     g.in_channels, g.in_h,       g.in_w,       g.out_h,
+                      g.out_w,     g.in_channels_per_group(),   g.kernel_h,   g.kernel_w,
+                      p.stride[0], p.stride[1],   p.padding[0], p.padding[1], p.dilation[0],
+                      p.dilation[1]};
+}
+
+// T: arithmetic type; St: storage of input and output; W: storage of weight and bias.
+template <typename T, typename St, typename W>
+void run_forward(const St* in, const W* w, const W* bias, St* out, const Conv2dGeometry& g,
+                 const Conv2dParams& p) {
+  const GroupedShape S = make_shape(g, p);
+  const std::vector<T> wt = tap_major_weight<T>(w, S);
   std::vector<T> b(static_cast<size_t>(S.C), T(0));
-  if (bias != nullptr) std::copy(bias, bias + S.C, b.begin());
-  const std::vector<T> zeros(static_cast<size_t>(S.C), T(0));
-  const GroupedJob<T> J{S, in, wt.data(), b.data(), out, zeros.data()};
-  using Fn = void (*)(const GroupedJob<T>&, int64_t, int64_t);
+  if (bias != nullptr)
+    for (int64_t c = 0; c < S.C; ++c) b[static_cast<size_t>(c)] = static_cast<T>(bias[c]);
+  const std::vector<St> zeros(static_cast<size_t>(S.C), St(0));
+  const GroupedJob<T, St> J{S, in, wt.data(), b.data(), out, zeros.data()};
+  using Fn = void (*)(const GroupedJob<T, St>&, int64_t, int64_t);
   const Isa isa = active_isa();
-  const Fn fn = isa == Isa::Avx512 ? &grouped_avx512::grouped_forward<T>
-                : isa == Isa::Avx2 ? &grouped_avx2::grouped_forward<T>
-                                   : &grouped_portable::grouped_forward<T>;
-  // Output rows are independent: each output is one FMA chain whichever thread runs it.
+  const Fn fn = isa == Isa::Avx512 ? &grouped_avx512::grouped_forward<T, St>
+                : isa == Isa::Avx2 ? &grouped_avx2::grouped_forward<T, St>
+                                   : &grouped_portable::grouped_forward<T, St>;
+  // Output rows are independent: each output is one chain of operations whichever thread
+  // runs it.
   at::parallel_for(0, S.N * S.OH, 1, [&](int64_t begin, int64_t end) { fn(J, begin, end); });
+}
+
+}  // namespace
+
+template <typename T>
+void grouped_nhwc_forward(const T* in, const T* w, const T* bias, T* out,
+                          const Conv2dGeometry& g, const Conv2dParams& p) {
+  run_forward<T>(in, w, bias, out, g, p);
+}
+
+void grouped_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w,
+                               const c10::BFloat16* bias, c10::BFloat16* out,
+                               const Conv2dGeometry& g, const Conv2dParams& p) {
+  // bfloat16 (0 is all zero bits) as uint16_t lanes; weights widened exactly to float32.
+  run_forward<float>(reinterpret_cast<const uint16_t*>(in), w, bias,
+                     reinterpret_cast<uint16_t*>(out), g, p);
+}
+
+bool grouped_nhwc_grad_input_applies(const Conv2dGeometry& g, const Conv2dParams& p) {
+  return p.stride[0] == 1 && p.stride[1] == 1 &&
+         (g.kernel_h - 1) * p.dilation[0] >= p.padding[0] &&
+         (g.kernel_w - 1) * p.dilation[1] >= p.padding[1];
+}
+
+namespace {
+
+// grad_input of a stride-1 layer is the forward of the transposed problem: grad_output
+// convolved with each group's flipped, transposed kernel, padded by (k - 1) * d - p.
+template <typename T, typename St, typename W>
+void run_grad_input(const St* grad_output, const W* w, St* grad_input, const Conv2dGeometry& g,
+                    const Conv2dParams& p) {
+  const int64_t K = g.in_channels_per_group(), taps = g.kernel_h * g.kernel_w;
+  // W'[gi * K + ci][co][r][s] = w[gi * K + co][ci][kh - 1 - r][kw - 1 - s]
+  std::vector<W> flipped(static_cast<size_t>(g.out_channels * K * taps));
+  for (int64_t gi = 0; gi < g.groups; ++gi)
+    for (int64_t co = 0; co < K; ++co)
+      for (int64_t ci = 0; ci < K; ++ci)
+        for (int64_t k = 0; k < taps; ++k)
+          flipped[static_cast<size_t>(((gi * K + ci) * K + co) * taps + (taps - 1 - k))] =
+              w[((gi * K + co) * K + ci) * taps + k];
+  Conv2dGeometry tg = g;
+  tg.in_h = g.out_h, tg.in_w = g.out_w, tg.out_h = g.in_h, tg.out_w = g.in_w;
+  Conv2dParams tp = p;
+  tp.padding = {(g.kernel_h - 1) * p.dilation[0] - p.padding[0],
+                (g.kernel_w - 1) * p.dilation[1] - p.padding[1]};
+  run_forward<T>(grad_output, flipped.data(), static_cast<const W*>(nullptr), grad_input, tg,
+                 tp);
+}
+
+}  // namespace
+
+template <typename T>
+void grouped_nhwc_grad_input(const T* grad_output, const T* w, T* grad_input,
+                             const Conv2dGeometry& g, const Conv2dParams& p) {
+  run_grad_input<T>(grad_output, w, grad_input, g, p);
+}
+
+void grouped_nhwc_grad_input_bf16(const c10::BFloat16* grad_output, const c10::BFloat16* w,
+                                  c10::BFloat16* grad_input, const Conv2dGeometry& g,
+                                  const Conv2dParams& p) {
+  run_grad_input<float>(reinterpret_cast<const uint16_t*>(grad_output), w,
+                        reinterpret_cast<uint16_t*>(grad_input), g, p);
+}
+
+void grouped_nhwc_grad_weight_bf16(const c10::BFloat16* grad_output, const c10::BFloat16* in,
+                                   c10::BFloat16* grad_weight, const Conv2dGeometry& g,
+                                   const Conv2dParams& p) {
+  using T = float;
+  const GroupedShape S = make_shape(g, p);
+  const Isa isa = active_isa();
+  const int64_t L = vector_lanes<T>();
+  const int64_t taps = S.kh * S.kw, vectors = (S.C + L - 1) / L, rows = S.N * S.OH;
+  // Fixed chunks of output rows (not a function of the thread count), summed in chunk order.
+  constexpr int64_t kMaxChunks = 16;
+  const int64_t chunk_rows = (rows + std::min(rows, kMaxChunks) - 1) / std::min(rows, kMaxChunks);
+  const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  const int64_t slot = taps * S.K * L;  // one (chunk, vector) task's sums
+  std::vector<T> partial(static_cast<size_t>(chunks * vectors * slot));
+  const std::vector<uint16_t> zeros(static_cast<size_t>(S.C), 0);
+  const GroupedGradJob<T, uint16_t> J{S, reinterpret_cast<const uint16_t*>(grad_output),
+                                      reinterpret_cast<const uint16_t*>(in), zeros.data()};
+  using Fn = void (*)(const GroupedGradJob<T, uint16_t>&, int64_t, int64_t, int64_t, T*, T*);
+  const Fn fn = isa == Isa::Avx512 ? &grouped_avx512::grouped_grad_weight<T>
+                : isa == Isa::Avx2 ? &grouped_avx2::grouped_grad_weight<T>
+                                   : &grouped_portable::grouped_grad_weight<T>;
+  at::parallel_for(0, chunks * vectors, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> rotated(static_cast<size_t>(S.OW * S.K * L));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t chunk = task / vectors, v = task % vectors;
+      fn(J, chunk * chunk_rows, std::min(rows, (chunk + 1) * chunk_rows),
+         std::min(v * L, S.C - L), partial.data() + task * slot, rotated.data());
+    }
+  });
+  // grad_weight[oc][i][t]: in the rotated sums, lane c = G * K + i of rotation r holds the
+  // weight to output G * K + (i + r) % K. The last vector may overlap the one before; its
+  // lanes are read only for the channels past it.
+  at::parallel_for(0, S.C, 16, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const int64_t v = std::min(c / L, vectors - 1), lane = c - std::min(v * L, S.C - L);
+      const int64_t group_first = c / S.K * S.K, i = c % S.K;
+      for (int64_t r = 0; r < S.K; ++r) {
+        const int64_t oc = group_first + (i + r) % S.K;
+        for (int64_t t = 0; t < taps; ++t) {
+          T sum = T(0);
+          for (int64_t chunk = 0; chunk < chunks; ++chunk)
+            sum += partial[static_cast<size_t>((chunk * vectors + v) * slot +
+                                               (t * S.K + r) * L + lane)];
+          grad_weight[(oc * S.K + i) * taps + t] = static_cast<c10::BFloat16>(sum);
+        }
+      }
+    }
+  });
 }
 
 template void grouped_nhwc_forward<float>(const float*, const float*, const float*, float*,
@@ -98,5 +243,9 @@ template void grouped_nhwc_forward<float>(const float*, const float*, const floa
 template void grouped_nhwc_forward<double>(const double*, const double*, const double*,
                                            double*, const Conv2dGeometry&,
                                            const Conv2dParams&);
+template void grouped_nhwc_grad_input<float>(const float*, const float*, float*,
+                                             const Conv2dGeometry&, const Conv2dParams&);
+template void grouped_nhwc_grad_input<double>(const double*, const double*, double*,
+                                              const Conv2dGeometry&, const Conv2dParams&);
 
 }  // namespace cnnext::cpu

@@ -1,9 +1,11 @@
 #pragma once
 // Grouped convolution with few channels per group (ResNeXt's 4 and 8, RegNet's 8) on
-// channels_last tensors as they lie, forward only: vectors run across output channels, so one
-// vector holds several groups' outputs; each multiply-add takes the input channel of its own
-// group, moved into place by one in-register permute. A GEMM per group would be 8 columns wide with a 72-long reduction; torch ran these
-// at 70-250 GFLOP/s here against 450 for dense layers.
+// channels_last tensors as they lie: vectors run across output channels, so one vector holds
+// several groups' outputs; each multiply-add takes the input channel of its own group, moved
+// into place by one in-register permute. A GEMM per group would be 8 columns wide with a
+// 72-long reduction; torch ran these at 70-250 GFLOP/s here against 450 for dense layers.
+#include <c10/util/BFloat16.h>
+
 #include "../common/conv_shapes.h"
 
 namespace cnnext::cpu {
@@ -18,5 +20,29 @@ bool grouped_nhwc_applies(const Conv2dGeometry& g, bool float64);
 template <typename T>
 void grouped_nhwc_forward(const T* in, const T* w, const T* bias, T* out,
                           const Conv2dGeometry& g, const Conv2dParams& p);
+
+// The same on bfloat16 tensors: float32 lanes (inputs widened, weights exact in float32), each
+// output rounded once to bfloat16. Any CPU (it needs no AVX512-BF16).
+void grouped_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w,
+                               const c10::BFloat16* bias, c10::BFloat16* out,
+                               const Conv2dGeometry& g, const Conv2dParams& p);
+
+// grad_input of a stride-1 layer as the forward of the transposed problem (each group's kernel
+// flipped and transposed); needs (k - 1) * dilation >= padding on both axes.
+bool grouped_nhwc_grad_input_applies(const Conv2dGeometry& g, const Conv2dParams& p);
+
+template <typename T>
+void grouped_nhwc_grad_input(const T* grad_output, const T* w, T* grad_input,
+                             const Conv2dGeometry& g, const Conv2dParams& p);
+void grouped_nhwc_grad_input_bf16(const c10::BFloat16* grad_output, const c10::BFloat16* w,
+                                  c10::BFloat16* grad_input, const Conv2dGeometry& g,
+                                  const Conv2dParams& p);
+
+// grad_weight of a bfloat16 layer where the forward applies: float32 sums over fixed chunks of
+// output rows (the same bits for every thread count), added in chunk order, rounded once.
+// grad_output and input: NHWC-contiguous; grad_weight: OIHW-contiguous, every element written.
+void grouped_nhwc_grad_weight_bf16(const c10::BFloat16* grad_output, const c10::BFloat16* in,
+                                   c10::BFloat16* grad_weight, const Conv2dGeometry& g,
+                                   const Conv2dParams& p);
 
 }  // namespace cnnext::cpu
