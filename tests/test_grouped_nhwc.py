@@ -187,16 +187,22 @@ def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
         assert bool(((out.double() - exact).abs() <= bound).all())
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2"])
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s[6] == 1], ids=_ids)
-def test_bfloat16_grad_input_of_stride_one_layers(grouped, shape, isa):
+# Stride-1 layers (padding within the kernel) run the forward of the transposed problem, the
+# float32 row's grad_input bit for bit; the others gather per input pixel (strides, padding past
+# the kernel, pixels no tap reaches).
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 32, 9, 8, 4, 2, 3, 0, 1),   # pixels no tap reaches
+                                            (1, 48, 13, 11, 8, 5, 2, 2, 2),  # stride 2, dilation 2
+                                            (2, 40, 9, 10, 8, (3, 1), (2, 3), (1, 0), 1)],
+                         ids=_ids)
+def test_bfloat16_grad_input(grouped, shape, isa):
     grouped.setenv("CNNEXT_ISA", isa)
     if cnnext.backends.cpu.isa() != isa:
         pytest.skip(f"this CPU has no {isa}")
     x, w, _, cfg = _inputs(shape, torch.bfloat16, False)
     s, p, d, g = cfg
-    lanes = {"avx512": 16, "avx2": 8}[isa]
-    served = shape[4] < lanes and all(
+    lanes = {"avx512": 16, "avx2": 8, "portable": 4}[isa]
+    served = shape[4] < lanes and _pair(s) == [1, 1] and all(
         (k - 1) * dd >= pp for k, dd, pp in zip(w.shape[2:], _pair(d), _pair(p)))
     go = torch.randn(F.conv2d(x.float(), w.float(), None, *cfg).shape).bfloat16()
     go = go.contiguous(memory_format=CL)

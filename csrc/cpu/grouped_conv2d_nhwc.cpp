@@ -23,6 +23,7 @@ struct GroupedJob {
   GroupedShape S;
   const St* in;
   const T* wt;    // [kh*kw][K][C]: per tap and reduction step, a vector over output channels
+                  // (step_channel() says which input channel a step reads)
   const T* bias;  // [C], zeros where there is none
   St* out;
   const St* zeros;  // [C]: what a tap outside the image reads
@@ -85,16 +86,29 @@ int64_t vector_lanes() {
   return bytes / static_cast<int64_t>(sizeof(T));
 }
 
-// OIHW [C][K][kh][kw] -> GroupedJob::wt ([tap][ci][C]) in the arithmetic type.
+// The input channel (within the group) that reduction step s of the kernel feeds to output
+// channel o (o's place in its group: o % K). Groups of up to one 128-bit lane: channel s.
+// Wider groups (8 float32, two 128-bit lanes h = 0, 1): steps 0-3 read element s of o's own
+// 128-bit lane, steps 4-7 element s - 4 of the other one (grouped_conv2d_nhwc_kernels.inc).
+int64_t step_channel(int64_t K, int64_t elem_bytes, int64_t s, int64_t o) {
+  const int64_t lane_elems = 16 / elem_bytes;
+  if (K <= lane_elems) return s;
+  const int64_t h = (o % K) / lane_elems;
+  return s < lane_elems ? h * lane_elems + s : (h ^ 1) * lane_elems + (s - lane_elems);
+}
+
+// OIHW [C][K][kh][kw] -> GroupedJob::wt ([tap][step][C]) in the arithmetic type T.
 template <typename T, typename W>
 std::vector<T> tap_major_weight(const W* w, const GroupedShape& S) {
   const int64_t taps = S.kh * S.kw;
   std::vector<T> wt(static_cast<size_t>(taps * S.K * S.C));
   for (int64_t oc = 0; oc < S.C; ++oc)
-    for (int64_t ci = 0; ci < S.K; ++ci)
+    for (int64_t s = 0; s < S.K; ++s) {
+      const int64_t ci = step_channel(S.K, sizeof(T), s, oc);
       for (int64_t t = 0; t < taps; ++t)
-        wt[static_cast<size_t>((t * S.K + ci) * S.C + oc)] =
+        wt[static_cast<size_t>((t * S.K + s) * S.C + oc)] =
             static_cast<T>(w[(oc * S.K + ci) * taps + t]);
+    }
   return wt;
 }
 
@@ -151,26 +165,44 @@ bool grouped_nhwc_grad_input_applies(const Conv2dGeometry& g, const Conv2dParams
 namespace {
 
 // grad_input of a stride-1 layer is the forward of the transposed problem: grad_output
-// convolved with each group's flipped, transposed kernel, padded by (k - 1) * d - p.
+// convolved with each group's flipped, transposed kernel, padded by (k - 1) * d - p. Other
+// layers (strided, or padding past the kernel) gather per input pixel
+// (grouped_grad_input_rows) with the transposed kernel as it lies.
 template <typename T, typename St, typename W>
 void run_grad_input(const St* grad_output, const W* w, St* grad_input, const Conv2dGeometry& g,
                     const Conv2dParams& p) {
   const int64_t K = g.in_channels_per_group(), taps = g.kernel_h * g.kernel_w;
-  // W'[gi * K + ci][co][r][s] = w[gi * K + co][ci][kh - 1 - r][kw - 1 - s]
-  std::vector<W> flipped(static_cast<size_t>(g.out_channels * K * taps));
+  const bool flip = grouped_nhwc_grad_input_applies(g, p);
+  // W'[gi * K + ci][co][tap] = w[gi * K + co][ci][tap] (flipped: tap -> taps - 1 - tap)
+  std::vector<W> transposed(static_cast<size_t>(g.out_channels * K * taps));
   for (int64_t gi = 0; gi < g.groups; ++gi)
     for (int64_t co = 0; co < K; ++co)
       for (int64_t ci = 0; ci < K; ++ci)
         for (int64_t k = 0; k < taps; ++k)
-          flipped[static_cast<size_t>(((gi * K + ci) * K + co) * taps + (taps - 1 - k))] =
+          transposed[static_cast<size_t>(((gi * K + ci) * K + co) * taps +
+                                         (flip ? taps - 1 - k : k))] =
               w[((gi * K + co) * K + ci) * taps + k];
-  Conv2dGeometry tg = g;
-  tg.in_h = g.out_h, tg.in_w = g.out_w, tg.out_h = g.in_h, tg.out_w = g.in_w;
-  Conv2dParams tp = p;
-  tp.padding = {(g.kernel_h - 1) * p.dilation[0] - p.padding[0],
-                (g.kernel_w - 1) * p.dilation[1] - p.padding[1]};
-  run_forward<T>(grad_output, flipped.data(), static_cast<const W*>(nullptr), grad_input, tg,
-                 tp);
+  if (flip) {
+    Conv2dGeometry tg = g;
+    tg.in_h = g.out_h, tg.in_w = g.out_w, tg.out_h = g.in_h, tg.out_w = g.in_w;
+    Conv2dParams tp = p;
+    tp.padding = {(g.kernel_h - 1) * p.dilation[0] - p.padding[0],
+                  (g.kernel_w - 1) * p.dilation[1] - p.padding[1]};
+    run_forward<T>(grad_output, transposed.data(), static_cast<const W*>(nullptr), grad_input,
+                   tg, tp);
+    return;
+  }
+  const GroupedShape S = make_shape(g, p);
+  const std::vector<T> wt = tap_major_weight<T>(transposed.data(), S);
+  const std::vector<St> zeros(static_cast<size_t>(S.C), St(0));
+  const GroupedJob<T, St> J{S, grad_output, wt.data(), nullptr, grad_input, zeros.data()};
+  using Fn = void (*)(const GroupedJob<T, St>&, int64_t, int64_t);
+  const Isa isa = active_isa();
+  const Fn fn = isa == Isa::Avx512 ? &grouped_avx512::grouped_grad_input<T, St>
+                : isa == Isa::Avx2 ? &grouped_avx2::grouped_grad_input<T, St>
+                                   : &grouped_portable::grouped_grad_input<T, St>;
+  // Input rows are independent: each gradient is one chain whichever thread runs it.
+  at::parallel_for(0, S.N * S.H, 1, [&](int64_t begin, int64_t end) { fn(J, begin, end); });
 }
 
 }  // namespace
