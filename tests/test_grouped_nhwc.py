@@ -1,9 +1,10 @@
-"""The grouped_nhwc row (csrc/cpu/grouped_conv2d_nhwc*): forward of grouped convolutions with
-2-8 channels per group on channels_last tensors, against torch. Channels per group 2, 4 and 8
-(as many as each ISA's vectors hold whole: AVX2 up to 4, SSE2 2), channel counts that end mid-vector (the overlapping last
-vector), strides, padding past the kernel, dilation, asymmetric kernels, output rows shorter
-than a pixel tile, batch 0; every ISA; float64 and float32; the same bits for 1 and 2 threads;
-the rule's choice; backward through the other rows."""
+"""The grouped_nhwc row (csrc/cpu/grouped_conv2d_nhwc*, grouped_conv2d_bf16_dot*): grouped
+convolutions with 2-8 channels per group on channels_last tensors, against torch. Channels per
+group 2, 4 and 8 (as many as each ISA's vectors hold whole: AVX2 up to 4, SSE2 2), channel
+counts that end mid-vector (the overlapping last vector), strides, padding past the kernel,
+dilation, asymmetric kernels, output rows shorter than a pixel tile, batch 0; every ISA;
+float64, float32 and bfloat16 (forward, grad_input, grad_weight); the same bits for 1 and 2
+threads; the rule's choice; backward through the other rows."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,24 +159,32 @@ def test_training_through_the_functional_api(shape):
         assert_close(a, e, torch.float64)
 
 
-# bfloat16 runs the same loops on bfloat16 storage: inputs widened to float32 lanes, weights
-# exact in float32, every output rounded once. So its bits are the float32 row's on the widened
-# tensors, rounded to nearest even: a test of the value and of the path taken (the float32
-# copies of the other rows sum in other orders).
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+def _force_bf16_isa(monkeypatch, isa):
+    monkeypatch.setenv("CNNEXT_ISA", isa)
+    if isa == "avx512bf16":
+        if cnnext.backends.cpu.bf16_isa() != "avx512bf16":
+            pytest.skip("this CPU has no AVX512-BF16")
+    elif cnnext.backends.cpu.isa() != isa:
+        pytest.skip(f"this CPU has no {isa}")
+    return {"avx512bf16": 16, "avx512": 16, "avx2": 8, "portable": 4}[isa]
+
+
+# bfloat16 without AVX512-BF16 runs the same loops on bfloat16 storage: inputs widened to
+# float32 lanes, weights exact in float32, every output rounded once. So its bits are the
+# float32 row's on the widened tensors, rounded to nearest even: a test of the value and of the
+# path taken (the float32 copies of the other rows sum in other orders). With AVX512-BF16
+# (grouped_conv2d_bf16_dot.cpp) pair dot products sum in another order: the bound alone.
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
-    grouped.setenv("CNNEXT_ISA", isa)
-    if cnnext.backends.cpu.isa() != isa:
-        pytest.skip(f"this CPU has no {isa}")
-    lanes = {"avx512": 16, "avx2": 8, "portable": 4}[isa]
+    lanes = _force_bf16_isa(grouped, isa)
     for bias in (True, False):
         x, w, b, cfg = _inputs(shape, torch.bfloat16, bias)
         out = cnnext.functional.conv2d(x, w, b, *cfg)
         assert out.dtype == torch.bfloat16
         assert out.is_contiguous(memory_format=CL) or out.numel() == 0
         ref32 = _forward(x.float(), w.float(), None if b is None else b.float(), cfg)
-        if shape[4] < lanes:
+        if shape[4] < lanes and isa != "avx512bf16":
             assert torch.equal(out, ref32.bfloat16())
         # Against exact float64 sums on the same bfloat16 values: half a bfloat16 ulp plus the
         # float32 accumulation error (test_conv_lowp.py states the bound).
@@ -190,19 +199,16 @@ def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
 # Stride-1 layers (padding within the kernel) run the forward of the transposed problem, the
 # float32 row's grad_input bit for bit; the others gather per input pixel (strides, padding past
 # the kernel, pixels no tap reaches).
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
 @pytest.mark.parametrize("shape", SHAPES + [(2, 32, 9, 8, 4, 2, 3, 0, 1),   # pixels no tap reaches
                                             (1, 48, 13, 11, 8, 5, 2, 2, 2),  # stride 2, dilation 2
                                             (2, 40, 9, 10, 8, (3, 1), (2, 3), (1, 0), 1)],
                          ids=_ids)
 def test_bfloat16_grad_input(grouped, shape, isa):
-    grouped.setenv("CNNEXT_ISA", isa)
-    if cnnext.backends.cpu.isa() != isa:
-        pytest.skip(f"this CPU has no {isa}")
+    lanes = _force_bf16_isa(grouped, isa)
     x, w, _, cfg = _inputs(shape, torch.bfloat16, False)
     s, p, d, g = cfg
-    lanes = {"avx512": 16, "avx2": 8, "portable": 4}[isa]
-    served = shape[4] < lanes and _pair(s) == [1, 1] and all(
+    served = isa != "avx512bf16" and shape[4] < lanes and _pair(s) == [1, 1] and all(
         (k - 1) * dd >= pp for k, dd, pp in zip(w.shape[2:], _pair(d), _pair(p)))
     go = torch.randn(F.conv2d(x.float(), w.float(), None, *cfg).shape).bfloat16()
     go = go.contiguous(memory_format=CL)
@@ -234,12 +240,10 @@ def test_bfloat16_same_bits_for_one_and_two_threads():
     assert torch.equal(one, two)
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
 def test_bfloat16_grad_weight(shape, isa, monkeypatch):
-    monkeypatch.setenv("CNNEXT_ISA", isa)
-    if cnnext.backends.cpu.isa() != isa:
-        pytest.skip(f"this CPU has no {isa}")
+    _force_bf16_isa(monkeypatch, isa)
     x, w, _, cfg = _inputs(shape, torch.bfloat16, False)
     s, p, d, g = cfg
     go = torch.randn(F.conv2d(x.float(), w.float(), None, *cfg).shape).bfloat16()
