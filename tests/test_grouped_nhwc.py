@@ -175,7 +175,9 @@ def _force_bf16_isa(monkeypatch, isa):
 # path taken (the float32 copies of the other rows sum in other orders). With AVX512-BF16
 # (grouped_conv2d_bf16_dot.cpp) pair dot products sum in another order: the bound alone.
 @pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 32, 7, 9, 16, 3, 1, 1, 1),  # 16 a group: dot
+                                            (1, 64, 9, 8, 16, 3, 2, 1, 1)],  # products only
+                         ids=_ids)
 def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
     lanes = _force_bf16_isa(grouped, isa)
     for bias in (True, False):

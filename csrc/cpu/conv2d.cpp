@@ -21,6 +21,7 @@
 #include "conv_algorithms.h"
 #include "conv2d_bf16_nhwc.h"
 #include "depthwise_conv2d_nhwc.h"
+#include "grouped_conv2d_bf16_dot.h"
 #include "grouped_conv2d_nhwc.h"
 #include "conv_select.h"
 #include "layout_copy.h"
@@ -137,7 +138,7 @@ at::Tensor conv2d_bf16_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     if (depthwise_nhwc_applies(g)) {
       depthwise_nhwc_forward_bf16(input.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(),
                                   b, output.data_ptr<at::BFloat16>(), g, p);
-    } else if (grouped_nhwc_applies(g, false)) {
+    } else if (grouped_nhwc_applies(g, false) || grouped_bf16_dot_applies(g)) {
       grouped_nhwc_forward_bf16(input.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(),
                                 b, output.data_ptr<at::BFloat16>(), g, p);
     } else {
@@ -191,7 +192,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_,
     return conv2d_float_cpu(input_, weight_, bias_, g, p, relu, weight_);
   if (input_.scalar_type() == at::kBFloat16 &&
       (depthwise_nhwc_applies(g) || grouped_nhwc_applies(g, false) ||
-       bf16_nhwc_forward_applies(g)))
+       grouped_bf16_dot_applies(g) || bf16_nhwc_forward_applies(g)))
     return conv2d_bf16_cpu(input_, weight_, bias_, g, p, nhwc_results(input_), relu);
   const c10::optional<at::Tensor> bias_f =
       bias_.has_value() ? c10::optional<at::Tensor>(as_float(*bias_)) : c10::nullopt;

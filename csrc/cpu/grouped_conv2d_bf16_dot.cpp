@@ -1,11 +1,12 @@
 // The bfloat16 forward of the channels_last grouped conv on AVX512-BF16
 // (grouped_conv2d_bf16_dot.h). A vector holds 16 output channels (float32 accumulators) of one
-// pixel, whole groups of K = 2, 4 or 8. The input's 16 channels at the same place are 8 bfloat16
-// pairs (one 256-bit load, not widened); one 64-bit permute gives each 128-bit lane the pairs of
-// its own group(s), then step s of K / 2 broadcasts a pair inside each 128-bit lane (an in-lane
-// shuffle) and one vdpbf16ps adds two products per lane: K / 2 shuffles and pair dot products
-// per pixel and tap, where the float32 kernel takes K permutes, K multiply-adds and a widening.
-// Compiled under a target pragma; called only where bf16::dot_available() holds.
+// pixel, whole groups of K = 2, 4 or 8 (16: below). The input's 16 channels at the same place
+// are 8 bfloat16 pairs (one 256-bit load, not widened); one 64-bit permute gives each 128-bit
+// lane the pairs of its own group(s), then step s of K / 2 broadcasts a pair inside each
+// 128-bit lane (an in-lane shuffle) and one vdpbf16ps adds two products per lane: K / 2
+// shuffles and pair dot products per pixel and tap, where the float32 kernel takes K permutes,
+// K multiply-adds and a widening. Compiled under a target pragma; called only where
+// bf16::dot_available() holds.
 #include "grouped_conv2d_bf16_dot.h"
 
 #include <ATen/Parallel.h>
@@ -71,6 +72,22 @@ inline void tap_steps(const __m512i (&x)[kTilePixels], const uint32_t* w,
       ...);
 }
 
+// K = 16: a vector is one group, and step s broadcasts the group's pair s from memory to every
+// lane (a load, no shuffle).
+inline void tap_steps_whole_group(const uint16_t* const (&px)[kTilePixels], const uint32_t* w,
+                                  __m512 (&acc)[kTilePixels]) {
+#pragma GCC unroll 8
+  for (int s = 0; s < 8; ++s) {
+    const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + s * kLanes);
+#pragma GCC unroll 12
+    for (int p = 0; p < kTilePixels; ++p) {
+      uint32_t pair;
+      std::memcpy(&pair, px[p] + 2 * s, sizeof pair);
+      acc[p] = _mm512_dpbf16_ps(acc[p], (__m512bh)_mm512_set1_epi32(static_cast<int>(pair)), wv);
+    }
+  }
+}
+
 template <int K>
 void forward_rows(const DotJob& J, int64_t begin, int64_t end) {
   constexpr int P = kTilePixels;
@@ -93,16 +110,23 @@ void forward_rows(const DotJob& J, int64_t begin, int64_t end) {
           if (iy < 0 || iy >= J.H) continue;
           const uint16_t* in_row = image + iy * J.W * J.C;
           for (int64_t s = 0; s < J.kw; ++s) {
-            __m512i x[P];
+            const uint16_t* px[P];
 #pragma GCC unroll 12
             for (int p = 0; p < P; ++p) {
               const int64_t ix = (ox0 + p) * J.sw - J.pw + s * J.dw;
-              const uint16_t* px = p < np && ix >= 0 && ix < J.W ? in_row + ix * J.C : J.zeros;
-              x[p] = expand_groups<K>(
-                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px + c0)));
+              px[p] = (p < np && ix >= 0 && ix < J.W ? in_row + ix * J.C : J.zeros) + c0;
             }
-            tap_steps<K>(x, pairs + (r * J.kw + s) * (K / 2) * kLanes, acc,
-                         std::make_integer_sequence<int, K / 2>{});
+            const uint32_t* w = pairs + (r * J.kw + s) * (K / 2) * kLanes;
+            if constexpr (K == 16) {
+              tap_steps_whole_group(px, w, acc);
+            } else {
+              __m512i x[P];
+#pragma GCC unroll 12
+              for (int p = 0; p < P; ++p)
+                x[p] = expand_groups<K>(
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px[p])));
+              tap_steps<K>(x, w, acc, std::make_integer_sequence<int, K / 2>{});
+            }
           }
         }
         for (int64_t p = 0; p < np; ++p)
@@ -118,7 +142,7 @@ void forward_rows(const DotJob& J, int64_t begin, int64_t end) {
 bool grouped_bf16_dot_applies(const Conv2dGeometry& g) {
   const int64_t k = g.in_channels_per_group();
   return bf16::dot_available() && g.groups > 1 && g.out_channels_per_group() == k &&
-         (k == 2 || k == 4 || k == 8) && g.in_channels >= kLanes;
+         (k == 2 || k == 4 || k == 8 || k == 16) && g.in_channels >= kLanes;
 }
 
 void grouped_bf16_dot_forward(const uint16_t* in, const uint16_t* w, const uint16_t* bias,
@@ -150,7 +174,10 @@ void grouped_bf16_dot_forward(const uint16_t* in, const uint16_t* w, const uint1
                  p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], in,
                  pairs.data(), b.data(),   out,         zeros.data()};
   using Fn = void (*)(const DotJob&, int64_t, int64_t);
-  const Fn fn = K == 2 ? &forward_rows<2> : K == 4 ? &forward_rows<4> : &forward_rows<8>;
+  const Fn fn = K == 2   ? &forward_rows<2>
+                : K == 4 ? &forward_rows<4>
+                : K == 8 ? &forward_rows<8>
+                         : &forward_rows<16>;
   // Output rows are independent: each output is one chain of operations whichever thread
   // runs it.
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) { fn(J, begin, end); });
