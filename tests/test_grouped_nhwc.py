@@ -159,6 +159,11 @@ def test_training_through_the_functional_api(shape):
         assert_close(a, e, torch.float64)
 
 
+# 16 channels a group: bfloat16 pair dot products only (AVX512-BF16)
+SIXTEEN_A_GROUP = [(2, 32, 7, 9, 16, 3, 1, 1, 1), (1, 64, 9, 8, 16, 3, 2, 1, 1),
+                   (3, 48, 5, 13, 16, 3, 1, 2, 1)]
+
+
 def _force_bf16_isa(monkeypatch, isa):
     monkeypatch.setenv("CNNEXT_ISA", isa)
     if isa == "avx512bf16":
@@ -175,9 +180,7 @@ def _force_bf16_isa(monkeypatch, isa):
 # path taken (the float32 copies of the other rows sum in other orders). With AVX512-BF16
 # (grouped_conv2d_bf16_dot.cpp) pair dot products sum in another order: the bound alone.
 @pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
-@pytest.mark.parametrize("shape", SHAPES + [(2, 32, 7, 9, 16, 3, 1, 1, 1),  # 16 a group: dot
-                                            (1, 64, 9, 8, 16, 3, 2, 1, 1)],  # products only
-                         ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES + SIXTEEN_A_GROUP, ids=_ids)
 def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
     lanes = _force_bf16_isa(grouped, isa)
     for bias in (True, False):
@@ -204,8 +207,8 @@ def test_bfloat16_forward_is_the_float32_row_rounded(grouped, shape, isa):
 @pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
 @pytest.mark.parametrize("shape", SHAPES + [(2, 32, 9, 8, 4, 2, 3, 0, 1),   # pixels no tap reaches
                                             (1, 48, 13, 11, 8, 5, 2, 2, 2),  # stride 2, dilation 2
-                                            (2, 40, 9, 10, 8, (3, 1), (2, 3), (1, 0), 1)],
-                         ids=_ids)
+                                            (2, 40, 9, 10, 8, (3, 1), (2, 3), (1, 0), 1)]
+                         + SIXTEEN_A_GROUP, ids=_ids)
 def test_bfloat16_grad_input(grouped, shape, isa):
     lanes = _force_bf16_isa(grouped, isa)
     x, w, _, cfg = _inputs(shape, torch.bfloat16, False)
@@ -243,7 +246,7 @@ def test_bfloat16_same_bits_for_one_and_two_threads():
 
 
 @pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES + SIXTEEN_A_GROUP, ids=_ids)
 def test_bfloat16_grad_weight(shape, isa, monkeypatch):
     _force_bf16_isa(monkeypatch, isa)
     x, w, _, cfg = _inputs(shape, torch.bfloat16, False)

@@ -288,7 +288,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     at::Tensor native_gi;
     if (dtype == at::kBFloat16 && output_mask[0] && input_.numel() > 0 &&
         g.col_rows() > 0 && g.output_numel() > 0) {
-      const bool grouped = grouped_nhwc_applies(g, false);
+      const bool grouped = grouped_nhwc_applies(g, false) || grouped_bf16_dot_applies(g);
       if (grouped || bf16_nhwc_grad_input_applies(g)) {
         native_gi = at::empty(input_.sizes(), input_.options().memory_format(kChannelsLast));
         const at::Tensor weight = weight_.contiguous();

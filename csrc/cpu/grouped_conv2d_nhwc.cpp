@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gemm/gemm.h"
+#include "gather_taps.h"
 #include "grouped_conv2d_bf16_dot.h"
 
 namespace cnnext::cpu {
@@ -208,6 +209,14 @@ void run_grad_input(const St* grad_output, const W* w, St* grad_input, const Con
                    tg, tp);
     return;
   }
+  if constexpr (std::is_same_v<St, uint16_t> && std::is_same_v<W, c10::BFloat16>) {
+    if (grouped_bf16_dot_applies(g)) {  // AVX512-BF16 pair dot products
+      grouped_bf16_dot_grad_input(grad_output,
+                                  reinterpret_cast<const uint16_t*>(transposed.data()),
+                                  grad_input, g, p);
+      return;
+    }
+  }
   const GroupedShape S = make_shape(g, p);
   const std::vector<T> wt = tap_major_weight<T>(transposed.data(), S);
   const std::vector<St> zeros(static_cast<size_t>(S.C), St(0));
@@ -257,12 +266,25 @@ void grouped_nhwc_grad_weight_bf16(const c10::BFloat16* grad_output, const c10::
   const Fn fn = isa == Isa::Avx512 ? &grouped_avx512::grouped_grad_weight<T>
                 : isa == Isa::Avx2 ? &grouped_avx2::grouped_grad_weight<T>
                                    : &grouped_portable::grouped_grad_weight<T>;
+  // With AVX512-BF16 (16 lanes, as L here), pairs of output pixels take pair dot products.
+  const bool dot = grouped_bf16_dot_applies(g) && S.K <= 8 && L == 16;
+  const GroupedDotGradJob D{S.C,  S.H,  S.W,  S.OH, S.OW, S.K,  S.kh,    S.kw,
+                            S.sh, S.sw, S.ph, S.pw, S.dh, S.dw, J.grad_output, J.in,
+                            J.zeros};
   at::parallel_for(0, chunks * vectors, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> rotated(static_cast<size_t>(S.OW * S.K * L));
+    std::vector<T> rotated(static_cast<size_t>((S.OW + 1) * S.K * L));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task / vectors, v = task % vectors;
-      fn(J, chunk * chunk_rows, std::min(rows, (chunk + 1) * chunk_rows),
-         std::min(v * L, S.C - L), partial.data() + task * slot, rotated.data());
+      const int64_t row0 = chunk * chunk_rows, row1 = std::min(rows, (chunk + 1) * chunk_rows);
+      if (dot) {
+        T* acc = partial.data() + task * slot;
+        std::fill(acc, acc + slot, T(0));
+        grouped_bf16_dot_grad_weight_task(D, row0, row1, std::min(v * L, S.C - L), acc,
+                                          reinterpret_cast<uint32_t*>(rotated.data()));
+      } else {
+        fn(J, row0, row1, std::min(v * L, S.C - L), partial.data() + task * slot,
+           rotated.data());
+      }
     }
   });
   // grad_weight[oc][i][t]: in the rotated sums, lane c = G * K + i of rotation r holds the

@@ -21,8 +21,11 @@ template <typename T>
 void grouped_nhwc_forward(const T* in, const T* w, const T* bias, T* out,
                           const Conv2dGeometry& g, const Conv2dParams& p);
 
-// The same on bfloat16 tensors: float32 lanes (inputs widened, weights exact in float32), each
-// output rounded once to bfloat16. Any CPU (it needs no AVX512-BF16).
+// The same on bfloat16 tensors, where grouped_nhwc_applies(g, false) or
+// grouped_bf16_dot_applies(g) (groups of 16 too) holds: with AVX512-BF16 pair dot products
+// (grouped_conv2d_bf16_dot.h), elsewhere float32 lanes (inputs widened, weights exact in
+// float32); each output rounded once to bfloat16. The grad_input below takes the same two
+// ways; the grad_weight too, for groups of up to 8.
 void grouped_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w,
                                const c10::BFloat16* bias, c10::BFloat16* out,
                                const Conv2dGeometry& g, const Conv2dParams& p);
@@ -42,8 +45,9 @@ void grouped_nhwc_grad_input_bf16(const c10::BFloat16* grad_output, const c10::B
                                   c10::BFloat16* grad_input, const Conv2dGeometry& g,
                                   const Conv2dParams& p);
 
-// grad_weight of a bfloat16 layer where the forward applies: float32 sums over fixed chunks of
-// output rows (the same bits for every thread count), added in chunk order, rounded once.
+// grad_weight of a bfloat16 layer where grouped_nhwc_applies(g, false): float32 sums (or pair dot
+// products over pairs of output pixels) over fixed chunks of output rows (the same bits for
+// every thread count), added in chunk order, rounded once.
 // grad_output and input: NHWC-contiguous; grad_weight: OIHW-contiguous, every element written.
 void grouped_nhwc_grad_weight_bf16(const c10::BFloat16* grad_output, const c10::BFloat16* in,
                                    c10::BFloat16* grad_weight, const Conv2dGeometry& g,
