@@ -83,16 +83,17 @@ def test_forward_against_torch(grouped, shape, dtype, isa):
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s[6] == 1], ids=_ids)
-def test_grad_input_of_stride_one_layers(grouped, shape, dtype, isa):
+@pytest.mark.parametrize("shape", SHAPES + [(2, 32, 9, 8, 4, 2, 3, 0, 1),   # pixels no tap reaches
+                                            (1, 48, 13, 11, 8, 5, 2, 2, 2)],  # stride 2, dilation 2
+                         ids=_ids)
+def test_grad_input(grouped, shape, dtype, isa):
     grouped.setenv("CNNEXT_ISA", isa)
     if cnnext.backends.cpu.isa() != isa:
         pytest.skip(f"this CPU has no {isa}")
     x, w, b, cfg = _inputs(shape, dtype, False)
     s, p, d, g = cfg
     lanes = {"avx512": 64, "avx2": 32}[isa] // (8 if dtype == torch.float64 else 4)
-    served = shape[4] < lanes and all(
-        (k - 1) * dd >= pp for k, dd, pp in zip(w.shape[2:], _pair(d), _pair(p)))
+    served = shape[4] < lanes  # the transposed forward at stride 1, a gather otherwise
     assert (cnnext.backends.cpu.choice(x.shape, w.shape, *cfg, dtype=dtype, pass_="grad_input",
                                        channels_last=True) == "grouped_nhwc") == served
     go = torch.randn(F.conv2d(x, w, None, *cfg).shape, dtype=dtype).contiguous(memory_format=CL)
@@ -134,12 +135,10 @@ def test_applies_only_where_it_should():
                                  ((1, 8, 8, 8), (8, 4, 3, 3), 2)):      # under 16 channels
         assert "grouped_nhwc" not in algos(size, weight, 1, 1, 1, groups, channels_last=True)
     assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 1, 1, 32)  # NCHW
-    # grad_input of stride-1 layers (the transposed problem's forward), never grad_weight
-    assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 1, 1, 32,
-                                   pass_="grad_input", channels_last=True)
-    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 2, 1, 1, 32,
-                                       pass_="grad_input", channels_last=True)
-    assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 3, 1, 32,  # p > k - 1
+    # grad_input (the transposed problem's forward at stride 1, a gather otherwise), never
+    # grad_weight
+    for stride, padding in ((1, 1), (2, 1), (1, 3)):  # (1, 3): padding past the kernel
+        assert "grouped_nhwc" in algos((1, 64, 8, 8), (64, 2, 3, 3), stride, padding, 1, 32,
                                        pass_="grad_input", channels_last=True)
     assert "grouped_nhwc" not in algos((1, 64, 8, 8), (64, 2, 3, 3), 1, 1, 1, 32,
                                        pass_="grad_weight", channels_last=True)

@@ -1,7 +1,7 @@
 // The grouped_nhwc row: grouped convolutions with 2-8 channels per group (in == out) on
-// channels_last tensors (grouped_conv2d_nhwc.h): the forward, and the grad_input of stride-1
-// layers as the forward of the transposed problem. grad_weight (and strided grad_input) take
-// the other rows (im2col_nhwc, or the NCHW rows on copies).
+// channels_last tensors (grouped_conv2d_nhwc.h): the forward, and the grad_input (stride-1
+// layers as the forward of the transposed problem, others as a gather per input pixel).
+// grad_weight takes the other rows (im2col_nhwc, or the NCHW rows on copies).
 #include <ATen/Dispatch.h>
 
 #include "conv_algorithms.h"
@@ -15,8 +15,7 @@ bool applies(const ConvProblem& pr, ConvPass pass) {
   if (!pr.channels_last || (pr.dtype != at::kFloat && pr.dtype != at::kDouble) ||
       !grouped_nhwc_applies(pr.g, pr.dtype == at::kDouble))
     return false;
-  return pass == ConvPass::Forward ||
-         (pass == ConvPass::GradInput && grouped_nhwc_grad_input_applies(pr.g, pr.p));
+  return pass == ConvPass::Forward || pass == ConvPass::GradInput;
 }
 
 double cost(const ConvProblem& pr, ConvPass pass) {

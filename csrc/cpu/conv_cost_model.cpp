@@ -7,6 +7,7 @@
 #include "conv_cost_coefficients.h"
 #include "gemm/gemm.h"
 #include "gemm/microkernel.h"
+#include "grouped_conv2d_nhwc.h"
 #include "im2col_nhwc.h"
 
 namespace cnnext::cpu {
@@ -197,11 +198,15 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
     case ConvAlgoId::GroupedNhwc: {
       // grouped_conv2d_nhwc.h: one permute beside each vector multiply-add, and one input
       // vector load per output pixel, tap and channel vector. grad_input is the forward of the
-      // transposed problem, over the input's pixels.
+      // transposed problem over the input's pixels at stride 1; otherwise a gather in which
+      // each input pixel meets about 1 / (stride_h * stride_w) of the taps.
       const bool gi = pass == ConvPass::GradInput;
       const double pixels = N * (gi ? g.in_plane() : P);
-      f.macs = pixels * g.out_channels * Kr;
-      f.bytes += elem * pixels * g.in_channels * g.kernel_h * g.kernel_w;
+      const double reach = gi && !grouped_nhwc_grad_input_applies(g, p)
+                               ? 1.0 / double(p.stride[0] * p.stride[1])
+                               : 1.0;
+      f.macs = pixels * g.out_channels * Kr * reach;
+      f.bytes += elem * pixels * g.in_channels * g.kernel_h * g.kernel_w * reach;
       f.tasks = N * (gi ? g.in_h : g.out_h);
       break;
     }
