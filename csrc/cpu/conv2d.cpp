@@ -59,44 +59,39 @@ bool nhwc_results(const at::Tensor& input) {
   return input.suggest_memory_format() == kChannelsLast;
 }
 
+// The weight (OIHW or channels_last) as OIHW-contiguous values of `dtype`, kept in the weight
+// cache under its conditions (grad mode off, weight_cache.h) as the packing `kind`, keyed on
+// the caller's weight and checked against its bytes as stored; a fresh copy otherwise.
+at::Tensor oihw_copy(const at::Tensor& weight, at::ScalarType dtype, int64_t kind) {
+  const WeightCacheScope scope(weight, weight);
+  std::vector<int64_t> key{kind, int64_t(weight.scalar_type())};
+  for (int64_t s : weight.sizes()) key.push_back(s);
+  const at::Tensor cached = cached_packed_weight(
+      weight_pack_kind_of(key), static_cast<size_t>(weight.numel()) * c10::elementSize(dtype),
+      [&](void* dst) {
+        at::from_blob(dst, weight.sizes(), weight.options().dtype(dtype)).copy_(weight);
+      });
+  if (cached.defined()) return cached.view(dtype).view(weight.sizes());
+  return at::empty(weight.sizes(), weight.options().dtype(dtype)).copy_(weight);
+}
+
 // The weight as OIHW-contiguous values, which every CPU kernel reads. A channels_last weight
 // (a model converted with .to(memory_format=torch.channels_last)) would be copied on every
 // call, into fresh pages: a late ResNet layer's 9.4 MB at batch 1 cost about as much as its
-// convolution. Where the weight cache applies (grad mode off, weight_cache.h) the copy is kept,
-// keyed on the weight and checked against its bytes as stored.
+// convolution, so its copy is cached.
 at::Tensor oihw_weight(const at::Tensor& weight) {
   if (weight.is_contiguous()) return weight;
   if (!weight.is_contiguous(kChannelsLast)) return weight.contiguous();
-  const WeightCacheScope scope(weight, weight);  // its channels_last bytes detect changes
-  std::vector<int64_t> key{kOihwCopy, int64_t(weight.scalar_type())};
-  for (int64_t s : weight.sizes()) key.push_back(s);
-  const at::Tensor cached = cached_packed_weight(
-      weight_pack_kind_of(key), static_cast<size_t>(weight.nbytes()), [&](void* dst) {
-        at::from_blob(dst, weight.sizes(), weight.options()).copy_(weight);
-      });
-  if (!cached.defined()) return weight.contiguous();
-  return cached.view(weight.scalar_type()).view(weight.sizes());
+  return oihw_copy(weight, weight.scalar_type(), kOihwCopy);
 }
 
-// A bfloat16 / float16 weight as float32 OIHW values for the float32 kernels. Under the
-// weight cache's conditions (grad mode off) the converted copy is kept like any packing, keyed
-// on the caller's weight and its bytes, so inference converts each weight once: per call, the
-// conversion of a late ResNet layer's weight cost about as much as its batch-1 convolution.
+// A bfloat16 / float16 weight as float32 OIHW values for the float32 kernels, cached like any
+// packing, so inference converts each weight once: per call, the conversion of a late ResNet
+// layer's weight cost about as much as its batch-1 convolution.
 at::Tensor float_oihw_weight(const at::Tensor& weight) {
-  const auto convert = [&](void* dst) {
-    at::from_blob(dst, weight.sizes(), weight.options().dtype(at::kFloat)).copy_(weight);
-  };
-  if (weight.is_contiguous() || weight.is_contiguous(kChannelsLast)) {
-    const WeightCacheScope scope(weight, weight);  // its bytes as stored detect changes
-    std::vector<int64_t> key{kFloatOihwCopy, int64_t(weight.scalar_type())};
-    for (int64_t s : weight.sizes()) key.push_back(s);
-    const at::Tensor cached = cached_packed_weight(
-        weight_pack_kind_of(key), static_cast<size_t>(weight.numel()) * sizeof(float), convert);
-    if (cached.defined()) return cached.view(at::kFloat).view(weight.sizes());
-  }
-  at::Tensor converted = at::empty(weight.sizes(), weight.options().dtype(at::kFloat));
-  converted.copy_(weight);
-  return converted;
+  if (weight.is_contiguous() || weight.is_contiguous(kChannelsLast))
+    return oihw_copy(weight, at::kFloat, kFloatOihwCopy);
+  return at::empty(weight.sizes(), weight.options().dtype(at::kFloat)).copy_(weight);
 }
 
 void run_pass(const ConvProblem& pr, ConvPass pass, ConvTensors& t) {

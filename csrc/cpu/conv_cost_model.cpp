@@ -202,7 +202,7 @@ CostFeatures cost_features(ConvAlgoId algo, const ConvProblem& pr, ConvPass pass
       // each input pixel meets about 1 / (stride_h * stride_w) of the taps.
       const bool gi = pass == ConvPass::GradInput;
       const double pixels = N * (gi ? g.in_plane() : P);
-      const double reach = gi && !grouped_nhwc_grad_input_applies(g, p)
+      const double reach = gi && !grouped_grad_input_is_transposed_forward(g, p)
                                ? 1.0 / double(p.stride[0] * p.stride[1])
                                : 1.0;
       f.macs = pixels * g.out_channels * Kr * reach;

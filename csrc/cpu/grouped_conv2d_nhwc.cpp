@@ -70,15 +70,6 @@ constexpr int kVecBytes = 16;  // SSE2, part of every x86-64
 }  // namespace
 }  // namespace grouped_portable
 
-bool grouped_nhwc_applies(const Conv2dGeometry& g, bool float64) {
-  const int64_t k = g.in_channels_per_group();
-  const int64_t vector_bytes =
-      active_isa() == Isa::Avx512 ? 64 : active_isa() == Isa::Avx2 ? 32 : 16;
-  const int64_t lanes = vector_bytes / (float64 ? 8 : 4);
-  return g.groups > 1 && g.out_channels_per_group() == k && (k == 2 || k == 4 || k == 8) &&
-         k < lanes && g.in_channels >= 16;
-}
-
 namespace {
 
 // Lanes of a T vector on the ISA that will run.
@@ -88,6 +79,17 @@ int64_t vector_lanes() {
   const int64_t bytes = isa == Isa::Avx512 ? 64 : isa == Isa::Avx2 ? 32 : 16;
   return bytes / static_cast<int64_t>(sizeof(T));
 }
+
+}  // namespace
+
+bool grouped_nhwc_applies(const Conv2dGeometry& g, bool float64) {
+  const int64_t k = g.in_channels_per_group();
+  const int64_t lanes = float64 ? vector_lanes<double>() : vector_lanes<float>();
+  return g.groups > 1 && g.out_channels_per_group() == k && (k == 2 || k == 4 || k == 8) &&
+         k < lanes && g.in_channels >= 16;
+}
+
+namespace {
 
 // The input channel (within the group) that reduction step s of the kernel feeds to output
 // channel o (o's place in its group: o % K). Groups of up to one 128-bit lane: channel s.
@@ -173,7 +175,7 @@ void grouped_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w,
                      reinterpret_cast<uint16_t*>(out), g, p);
 }
 
-bool grouped_nhwc_grad_input_applies(const Conv2dGeometry& g, const Conv2dParams& p) {
+bool grouped_grad_input_is_transposed_forward(const Conv2dGeometry& g, const Conv2dParams& p) {
   return p.stride[0] == 1 && p.stride[1] == 1 &&
          (g.kernel_h - 1) * p.dilation[0] >= p.padding[0] &&
          (g.kernel_w - 1) * p.dilation[1] >= p.padding[1];
@@ -189,7 +191,7 @@ template <typename T, typename St, typename W>
 void run_grad_input(const St* grad_output, const W* w, St* grad_input, const Conv2dGeometry& g,
                     const Conv2dParams& p) {
   const int64_t K = g.in_channels_per_group(), taps = g.kernel_h * g.kernel_w;
-  const bool flip = grouped_nhwc_grad_input_applies(g, p);
+  const bool flip = grouped_grad_input_is_transposed_forward(g, p);
   // W'[gi * K + ci][co][tap] = w[gi * K + co][ci][tap] (flipped: tap -> taps - 1 - tap)
   std::vector<W> transposed(static_cast<size_t>(g.out_channels * K * taps));
   for (int64_t gi = 0; gi < g.groups; ++gi)

@@ -30,13 +30,12 @@ void grouped_nhwc_forward_bf16(const c10::BFloat16* in, const c10::BFloat16* w,
                                const c10::BFloat16* bias, c10::BFloat16* out,
                                const Conv2dGeometry& g, const Conv2dParams& p);
 
-// grad_input where the forward applies: for a stride-1 layer with (k - 1) * dilation >=
-// padding on both axes (grouped_nhwc_grad_input_applies), the forward of the transposed
-// problem (each group's kernel flipped and transposed); otherwise a gather per input pixel over
-// the taps that reach it. grad_output: NHWC-contiguous; grad_input: NHWC-contiguous of the
-// input's shape, every element written. The float32 / float64 table row offers only the
-// first (its cost rule was fitted on it); bfloat16 takes both.
-bool grouped_nhwc_grad_input_applies(const Conv2dGeometry& g, const Conv2dParams& p);
+// grad_input where the forward applies: the forward of the transposed problem (each group's
+// kernel flipped and transposed) where grouped_grad_input_is_transposed_forward() holds (stride
+// 1, (k - 1) * dilation >= padding on both axes); otherwise a gather per input pixel over the
+// taps that reach it. grad_output: NHWC-contiguous; grad_input: NHWC-contiguous of the input's
+// shape, every element written.
+bool grouped_grad_input_is_transposed_forward(const Conv2dGeometry& g, const Conv2dParams& p);
 
 template <typename T>
 void grouped_nhwc_grad_input(const T* grad_output, const T* w, T* grad_input,
