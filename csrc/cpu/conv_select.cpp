@@ -1,11 +1,13 @@
 #include "conv_select.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "conv2d_workspace.h"
@@ -97,6 +99,20 @@ const ConvAlgorithm* measure(const ConvProblem& pr, ConvPass pass, ConvTensors& 
   return best;
 }
 
+// Forward and grad_input promise the same bits for every thread count (README: Determinism),
+// so the rule ranks their rows as if the machine's logical CPUs ran them: a choice that moved
+// with the thread count would move the rounding (seen on a Zen 4 VM: a 2-group 1x1
+// grad_input ranked im2col_nhwc first at 1 thread and pointwise_nhwc at 2). grad_weight's
+// partial sums follow the thread count anyway; it is ranked at the call's own count.
+ConvProblem ranked(const ConvProblem& pr, ConvPass pass) {
+  static const int64_t machine_threads =
+      std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  if (pass == ConvPass::GradWeight) return pr;
+  ConvProblem q = pr;
+  q.threads = machine_threads;
+  return q;
+}
+
 }  // namespace
 
 const char* conv_pass_name(ConvPass pass) {
@@ -133,7 +149,8 @@ bool choose_nhwc(const ConvProblem& nhwc, ConvPass pass, double copy_bytes) {
   const ConvAlgorithm* a = choose_by_rule(nhwc, pass);
   const ConvAlgorithm* b = choose_by_rule(nchw, pass);
   if (b == nullptr) return true;
-  return a->cost(nhwc, pass) <= b->cost(nchw, pass) + layout_copy_seconds(copy_bytes);
+  return a->cost(ranked(nhwc, pass), pass) <=
+         b->cost(ranked(nchw, pass), pass) + layout_copy_seconds(copy_bytes);
 }
 
 const ConvAlgorithm* choose_by_rule(const ConvProblem& pr, ConvPass pass) {
@@ -145,7 +162,7 @@ const ConvAlgorithm* choose_by_rule(const ConvProblem& pr, ConvPass pass) {
   for (int i = 0; i < table.count; ++i) {
     const ConvAlgorithm* a = table.rows[i];
     if (!a->applies(pr, pass)) continue;
-    const double s = a->cost(pr, pass);
+    const double s = a->cost(ranked(pr, pass), pass);
     if (best == nullptr || s < best_s) best = a, best_s = s;
   }
   return best;

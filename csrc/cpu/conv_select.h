@@ -15,7 +15,8 @@
 namespace cnnext::cpu {
 
 // The row the cost rule (or the override) picks; never null for float32/float64 problems
-// (im2col applies to every geometry).
+// (im2col applies to every geometry). Forward and grad_input rows are ranked at the machine's
+// logical CPU count, not the call's thread count, so their results do not depend on it.
 const ConvAlgorithm* choose_by_rule(const ConvProblem& pr, ConvPass pass);
 
 // The row for this call, measuring on `t` in benchmark mode. May run passes into t's outputs
