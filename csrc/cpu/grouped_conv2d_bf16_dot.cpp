@@ -1,12 +1,15 @@
-// The bfloat16 forward of the channels_last grouped conv on AVX512-BF16
-// (grouped_conv2d_bf16_dot.h). A vector holds 16 output channels (float32 accumulators) of one
-// pixel, whole groups of K = 2, 4 or 8 (16: below). The input's 16 channels at the same place
-// are 8 bfloat16 pairs (one 256-bit load, not widened); one 64-bit permute gives each 128-bit
-// lane the pairs of its own group(s), then step s of K / 2 broadcasts a pair inside each
-// 128-bit lane (an in-lane shuffle) and one vdpbf16ps adds two products per lane: K / 2
-// shuffles and pair dot products per pixel and tap, where the float32 kernel takes K permutes,
-// K multiply-adds and a widening. Compiled under a target pragma; called only where
-// bf16::dot_available() holds.
+// The bfloat16 passes of the channels_last grouped conv on AVX512-BF16
+// (grouped_conv2d_bf16_dot.h). Forward: a vector holds 16 output channels (float32
+// accumulators) of one pixel, whole groups of K = 2, 4 or 8 (16: below). The input's 16
+// channels at the same place are 8 bfloat16 pairs (one 256-bit load, not widened); one 64-bit
+// permute gives each 128-bit lane the pairs of its own group(s), then step s of K / 2
+// broadcasts a pair inside each 128-bit lane (an in-lane shuffle) and one vdpbf16ps adds two
+// products per lane: K / 2 shuffles and pair dot products per pixel and tap, where the float32
+// kernel takes K permutes, K multiply-adds and a widening. grad_input: the same steps on
+// grad_output with the weight transposed within each group, gathered per input pixel.
+// grad_weight: pairs of output pixels interleaved into one vector of pairs, the rotated sums of
+// grouped_conv2d_nhwc_kernels.inc as pair dot products. Compiled under a target pragma; called
+// only where bf16::dot_available() holds.
 #include "grouped_conv2d_bf16_dot.h"
 
 #include <ATen/Parallel.h>
